@@ -1,0 +1,1 @@
+"""Everything that touches a simulator: routes, maps, world snapshots, simulator backends, scoring, BEV."""

@@ -1,0 +1,1 @@
+"""experts room: see DESIGN.md."""

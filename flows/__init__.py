@@ -1,0 +1,1 @@
+"""flows room: see DESIGN.md."""
