@@ -140,7 +140,9 @@ class ActorTable:
             id=int(self.id[i]),
             kind=ActorKind(int(self.kind[i])),
             role=ActorRole(int(self.role[i])),
-            pose=Pose(float(self.xyz[i, 0]), float(self.xyz[i, 1]), float(self.xyz[i, 2]), float(self.yaw[i])),
+            pose=Pose(
+                float(self.xyz[i, 0]), float(self.xyz[i, 1]), float(self.xyz[i, 2]), float(self.yaw[i])
+            ),
             velocity=self.velocity[i].copy(),
             speed=float(self.speed[i]),
             extent=self.extent[i].copy(),

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from carla_bridge.errors import TakeoverError
+from storage.errors import StorageError
 
 # Each module exposes `register(subparsers)` and sets `func(args) -> int` on its parser(s).
 COMMAND_MODULES: tuple[str, ...] = (
@@ -33,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args) or 0)
-    except TakeoverError as exc:
+    except (TakeoverError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,531 @@
+"""Background traffic: lane-following IDM vehicles on the lane graph, vectorised over all vehicles.
+
+A vehicle is (node, next node, fraction along the edge, speed) plus a chosen successor for the end
+of its current lane (random among the successors, drawn from the episode's Generator when it
+enters the lane). Every tick (`TrafficModel.step`):
+
+1. Occupancy: each vehicle marks its node and next node on a node-sized array; obstacles that are
+   not on the graph (the ego, scripted actors, props) mark every node whose lane footprint their
+   box covers (oriented-box test in the actor frame: |dx| <= hl + 0.5 spacing, |dy| <= hw + pad).
+2. Leader: the path ahead of each vehicle (its own chosen successor first, default successors
+   after) is sampled every `stride` nodes up to `lookahead_m`; the first marked node is the leader.
+   Bumper gap = path distance centre-to-centre - hl_i - hl_j.
+3. Junction entry ahead (precomputed per node): stop for red (and yellow when it can stop with
+   <= yellow_decel_limit), full stop at stop signs, and enter the junction only with a
+   reservation: a junction segment is granted when no conflicting junction segment is occupied or
+   reserved (by traffic or by the ego inside / about to enter the junction). Requests are served
+   first come, first served, so the scheme cannot deadlock on its own.
+4. IDM against the leader and the stop target:
+       a = a_max [1 - (v/v0)^delta - max_k (s*_k / s_k)^2],  s*_k = s0_k + v T + v (v - v_k) / (2 sqrt(a_max b))
+   clipped to [-max_decel, a_max]; then a hard clamp keeps the gap to any leader >= min_safety_gap.
+5. Advance along the graph (at most a few node hops per tick) and write poses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from carla_bridge.embedded.catalogue import VEHICLES, Blueprint, vehicles_of
+from carla_bridge.embedded.config import IDMConfig, TrafficConfig, VehicleParams
+from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
+from carla_bridge.embedded.signals import ENTRY_LIGHT, ENTRY_STOP, SignalLayout, SignalState
+from carla_bridge.embedded.vehicle_model import steer_for_curvature
+from carla_bridge.snapshot import ActorKind, ActorRole, TrafficLightState
+
+_RED, _YELLOW, _GREEN = int(TrafficLightState.RED), int(TrafficLightState.YELLOW), int(TrafficLightState.GREEN)
+FOOTPRINT_HALF_WIDTH_M = 1.0  # lateral reach of a lane follower around its lane centre
+MAX_HOPS_PER_TICK = 4  # > max speed x dt / min edge length for any sane speed
+CANDIDATE_REUSE_M = 3.0  # an obstacle's candidate lane nodes are reused until it moves this far
+EGO_OBSTACLE_ID = 0  # cache key of the ego among obstacles (actor ids start at 1)
+
+
+@dataclass
+class Obstacles:
+    """Actors off the lane graph that lane followers must not drive into (struct of arrays)."""
+
+    xy: np.ndarray  # (M, 2)
+    yaw: np.ndarray  # (M,)
+    half_length: np.ndarray  # (M,)
+    half_width: np.ndarray  # (M,)
+    speed: np.ndarray  # (M,) signed speed along their heading
+    ids: np.ndarray  # (M,) int64 stable ids (cache keys for their lane-node candidates)
+
+    @staticmethod
+    def empty() -> Obstacles:
+        z = np.zeros(0)
+        return Obstacles(np.zeros((0, 2)), z, z, z, z, np.zeros(0, np.int64))
+
+
+def idm_acceleration(
+    v: np.ndarray, v0: np.ndarray, gap: np.ndarray, v_lead: np.ndarray, s0: np.ndarray | float, cfg: IDMConfig
+) -> np.ndarray:
+    """a = a_max [1 - (v/v0)^delta - (s*/s)^2], s* = s0 + v T + v (v - v_lead) / (2 sqrt(a_max b)).
+
+    `gap` may be inf (free road). Returns the unclipped IDM acceleration.
+    """
+    a, b = cfg.max_accel_mps2, cfg.comfort_decel_mps2
+    s_star = np.maximum(s0 + v * cfg.time_headway_s + v * (v - v_lead) / (2.0 * math.sqrt(a * b)), 0.0)
+    inter = (s_star / np.maximum(gap, 0.05)) ** 2
+    return a * (1.0 - (v / np.maximum(v0, 0.1)) ** cfg.delta - inter)
+
+
+class TrafficModel:
+    """All lane-following vehicles (background and scenario-owned) of one episode."""
+
+    def __init__(
+        self,
+        graph: LaneGraph,
+        layout: SignalLayout,
+        cfg: TrafficConfig,
+        idm: IDMConfig,
+        vehicle_params: VehicleParams,
+        rng: np.random.Generator,
+    ) -> None:
+        self.g = graph
+        self.layout = layout
+        self.cfg = cfg
+        self.idm = idm
+        self.rng = rng
+        stride = max(1, int(cfg.lookahead_stride_nodes))
+        self.stride = stride
+        self.steps = max(1, int(math.ceil(cfg.lookahead_m / (graph.spacing_m * stride))))
+        self.max_hops = self.steps * stride + 1
+        self.hop_nodes, self.hop_dist = graph.hop_tables(self.max_hops)
+        self._hops = (np.arange(1, self.steps + 1) * stride)[None, :]  # (1, K)
+        cols = np.arange(1, self.steps + 1) * stride
+        self._path_nodes = np.ascontiguousarray(self.hop_nodes[:, cols]).astype(np.int64)
+        self._path_dist = np.ascontiguousarray(self.hop_dist[:, cols]).astype(np.float64)
+        self._default_succ = np.where(
+            np.diff(graph.succ_ptr) > 0, graph.succ_idx[np.minimum(graph.succ_ptr[:-1], max(len(graph.succ_idx) - 1, 0))], -1
+        ).astype(np.int64)
+        self._inv_2sqrt_ab = 1.0 / (2.0 * math.sqrt(idm.max_accel_mps2 * idm.comfort_decel_mps2))
+        self._snap_gap = idm.stop_snap_m + idm.stop_line_gap_m
+        self._rows_cache = np.zeros(0, np.int32)
+        self._obstacle_cache: dict[int, tuple[float, float, np.ndarray]] = {}
+        self._node_steer = steer_for_curvature(graph.curvature, vehicle_params).astype(np.float32)
+        self._occ = np.full(graph.num_nodes, -1, np.int32)
+        self._occ_off = np.zeros(graph.num_nodes)
+        self._occ_v = np.zeros(graph.num_nodes)
+        self._seg_busy = np.zeros(graph.num_segments, np.int32)
+        self._last = (graph.seg_start + graph.seg_count - 1).astype(np.int64)
+        self._succ_count = np.diff(graph.succ_ptr).astype(np.int64)
+        weights = cfg.category_weights
+        cats = [c for c in sorted(weights) if weights[c] > 0 and vehicles_of(c)]
+        w = np.asarray([weights[c] for c in cats], np.float64)
+        self._categories = cats
+        self._cat_p = w / w.sum() if w.sum() > 0 else None
+        self._alloc(0)
+
+    # ------------------------------------------------------------------ state
+    def _alloc(self, n: int) -> None:
+        self.id = np.zeros(n, np.int64)
+        self.kind = np.zeros(n, np.int8)
+        self.role = np.zeros(n, np.int8)
+        self.extent = np.zeros((n, 3))
+        self.type_id: list[str] = []
+        self.node = np.zeros(n, np.int64)
+        self.nnode = np.zeros(n, np.int64)
+        self.prev_node = np.zeros(n, np.int64)  # the node before `node` on the vehicle's own path
+        self.frac = np.zeros(n)
+        self.choice = np.zeros(n, np.int64)  # successor segment chosen for the end of the current lane
+        self.v = np.zeros(n)
+        self.acc = np.zeros(n)
+        self.v_factor = np.ones(n)  # desired speed = limit x fraction x factor
+        self.speed_cap = np.full(n, np.inf)  # scenario override of the desired speed (m/s)
+        self.forced_brake = np.zeros(n, bool)  # scenario: brake as hard as allowed
+        self.ignore_signals = np.zeros(n, bool)
+        self.managed = np.zeros(n, bool)  # True: the density manager may remove it
+        self.stopped_at = np.full(n, -1, np.int64)  # entry segment where a stop-sign stop was made
+        self.resv_seg = np.full(n, -1, np.int64)  # reserved junction segment
+        self.resv_entry = np.full(n, -1, np.int64)
+        self.wait_since = np.full(n, np.inf)  # time of the reservation request (FIFO)
+        self.xyz = np.zeros((n, 3))
+        self.yaw = np.zeros(n)
+        self.velocity = np.zeros((n, 2))
+        self.control = np.zeros((n, 3), np.float32)
+        self.remove_requested = np.zeros(n, bool)
+
+    _ARRAYS = (
+        "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "v", "acc", "v_factor", "speed_cap",
+        "forced_brake", "ignore_signals", "managed", "stopped_at", "resv_seg", "resv_entry", "wait_since",
+        "xyz", "yaw", "velocity", "control", "remove_requested",
+    )  # fmt: skip
+
+    def __len__(self) -> int:
+        return int(self.id.shape[0])
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Drop every vehicle where `mask` is False."""
+        for name in self._ARRAYS:
+            setattr(self, name, getattr(self, name)[mask])
+        self.type_id = [t for t, k in zip(self.type_id, mask.tolist(), strict=True) if k]
+
+    def index_of(self, actor_id: int) -> int:
+        hit = np.flatnonzero(self.id == actor_id)
+        return int(hit[0]) if hit.size else -1
+
+    def sample_blueprint(self) -> Blueprint:
+        if self._cat_p is None:
+            return VEHICLES[0]
+        cat = self._categories[int(self.rng.choice(len(self._categories), p=self._cat_p))]
+        options = vehicles_of(cat)
+        return options[int(self.rng.integers(len(options)))]
+
+    def sample_speed_factor(self) -> float:
+        lo, hi = self.cfg.speed_factor_range
+        return float(np.clip(1.0 + self.cfg.speed_factor_std * self.rng.standard_normal(), lo, hi))
+
+    def desired_speed(self, node: np.ndarray, kind: np.ndarray, factor: np.ndarray, cap: np.ndarray) -> np.ndarray:
+        v0 = self.g.speed_limit[node] * self.cfg.speed_fraction_of_limit * factor
+        v0 = np.where(kind == int(ActorKind.BICYCLE), np.minimum(v0, self.cfg.bicycle_max_speed_mps), v0)
+        return np.minimum(v0, cap)
+
+    def add(
+        self,
+        actor_id: int,
+        node: int,
+        bp: Blueprint,
+        speed: float,
+        role: ActorRole = ActorRole.BACKGROUND,
+        managed: bool = True,
+        speed_factor: float = 1.0,
+        speed_cap: float = math.inf,
+        frac: float = 0.0,
+    ) -> int:
+        """Append one vehicle at `node` (fraction `frac` towards the next node); returns its row."""
+        g = self.g
+        seg = int(g.seg[node])
+        choice = self._choose(np.asarray([seg]))[0]
+        last = int(self._last[seg])
+        nnode = node + 1 if node != last else (int(g.seg_start[choice]) if choice >= 0 else node)
+        row = {
+            "id": actor_id, "kind": int(bp.kind), "role": int(role), "extent": bp.extent, "node": node,
+            "nnode": nnode, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0, "v_factor": speed_factor,
+            "speed_cap": speed_cap, "forced_brake": False, "ignore_signals": False, "managed": managed,
+            "stopped_at": -1, "resv_seg": -1, "resv_entry": -1, "wait_since": np.inf,
+            "xyz": (0.0, 0.0, 0.0), "yaw": 0.0, "velocity": (0.0, 0.0), "control": (0.0, 0.0, 0.0),
+            "remove_requested": False,
+        }  # fmt: skip
+        for name in self._ARRAYS:
+            arr = getattr(self, name)
+            setattr(self, name, np.concatenate([arr, np.asarray([row[name]], arr.dtype).reshape((1, *arr.shape[1:]))]))
+        self.type_id.append(bp.type_id)
+        self._write_poses(np.asarray([len(self) - 1]))
+        return len(self) - 1
+
+    def _choose(self, segs: np.ndarray) -> np.ndarray:
+        """Random successor per segment (-1 at dead ends); one Generator draw per segment."""
+        cnt = self._succ_count[segs]
+        r = self.rng.random(segs.shape[0])
+        pick = np.minimum((r * cnt).astype(np.int64), np.maximum(cnt - 1, 0))
+        out = np.where(cnt > 0, self.g.succ_idx[np.minimum(self.g.succ_ptr[segs] + pick, len(self.g.succ_idx) - 1)], -1)
+        return out.astype(np.int64)
+
+    # ------------------------------------------------------------------ occupancy
+    def _candidates(self, key: int, x: float, y: float, radius: float) -> np.ndarray:
+        """Lane nodes within `radius` of (x, y), cached per obstacle until it moves CANDIDATE_REUSE_M."""
+        hit = self._obstacle_cache.get(key)
+        if hit is not None:
+            cx, cy, r, cand = hit
+            if r >= radius and (x - cx) ** 2 + (y - cy) ** 2 <= CANDIDATE_REUSE_M**2:
+                return cand
+        cand = self.g.nodes_near(np.array([x, y]), radius + CANDIDATE_REUSE_M)
+        self._obstacle_cache[key] = (x, y, radius, cand)
+        return cand
+
+    def _mark_obstacles(self, obs: Obstacles, base: int) -> np.ndarray | None:
+        """Mark lane nodes covered by off-graph obstacles; returns the marked nodes (for clearing)."""
+        g = self.g
+        m = obs.xy.shape[0]
+        pad = FOOTPRINT_HALF_WIDTH_M + g.spacing_m
+        parts, owners = [], []
+        for k in range(m):
+            r = float(obs.half_length[k]) + float(obs.half_width[k]) + pad
+            cand = self._candidates(int(obs.ids[k]), float(obs.xy[k, 0]), float(obs.xy[k, 1]), r)
+            parts.append(cand)
+            owners.append(np.full(cand.shape[0], k, np.int64))
+        if m == 1:
+            cand, own = parts[0], owners[0]
+        else:
+            cand, own = np.concatenate(parts), np.concatenate(owners)
+        if cand.shape[0] == 0:
+            return None
+        d = g.xy[cand] - obs.xy[own]
+        yaw = obs.yaw[own]
+        c, s = np.cos(yaw), np.sin(yaw)
+        lx = d[:, 0] * c + d[:, 1] * s
+        ly = d[:, 1] * c - d[:, 0] * s
+        inside = (np.abs(lx) <= obs.half_length[own] + 0.5 * g.spacing_m) & (
+            np.abs(ly) <= obs.half_width[own] + FOOTPRINT_HALF_WIDTH_M
+        )
+        if not np.count_nonzero(inside):
+            return None
+        hit, own = cand[inside], own[inside]
+        # pad one node backwards so a strided scan never jumps over an obstacle's first node
+        back = g.node_s[hit] > 0.0
+        nodes = np.concatenate([hit[back] - 1, hit])
+        own = np.concatenate([own[back], own])
+        free = self._occ[nodes] < 0  # vehicles on the graph keep their own marks
+        nodes, own = nodes[free], own[free]
+        self._occ[nodes] = base + own
+        self._occ_off[nodes] = 0.0
+        self._occ_v[nodes] = obs.speed[own] * np.cos(obs.yaw[own] - g.yaw[nodes])
+        return nodes
+
+    # ------------------------------------------------------------------ step
+    def step(
+        self,
+        dt: float,
+        time_s: float,
+        signals: SignalState,
+        obstacles: Obstacles,
+        ego_busy_segments: np.ndarray,
+    ) -> None:
+        """Advance every vehicle by `dt` (module docstring). `ego_busy_segments`: junction segments the ego holds."""
+        n = len(self)
+        if n == 0:
+            return
+        g, idm = self.g, self.idm
+        node, nnode, prev, v = self.node, self.nnode, self.prev_node, self.v
+        hl = self.extent[:, 0]
+        e_len = g.edge_len[node]
+        pos = self.frac * e_len  # distance of the centre past `node`
+
+        # 1. occupancy: previous, current and next node of every vehicle (consecutive on its own path,
+        #    so a scan with stride 2 cannot step over it), then the off-graph obstacles
+        occ, occ_off, occ_v = self._occ, self._occ_off, self._occ_v
+        rows = self._rows(n)
+        occ[prev] = rows
+        occ[node] = rows
+        occ[nnode] = rows
+        occ_off[prev] = pos + g.edge_len[prev]
+        occ_off[node] = pos
+        occ_off[nnode] = pos - e_len
+        occ_v[prev] = v
+        occ_v[node] = v
+        occ_v[nnode] = v
+        marked = self._mark_obstacles(obstacles, n) if obstacles.xy.shape[0] else None
+        hl_all = hl if marked is None else np.concatenate([hl, np.full(obstacles.xy.shape[0], 0.5 * g.spacing_m)])
+
+        # 2. leader: first occupied node along the path (default successors; own choice where it differs)
+        path = self._path_nodes[node]
+        pdist = self._path_dist[node]
+        odd = self.choice != self._default_succ[g.seg[node]]
+        if np.count_nonzero(odd):
+            self._own_choice_paths(np.flatnonzero(odd), path, pdist)
+        hit = occ[path]
+        found = hit >= 0
+        first = found.argmax(axis=1)
+        has = found[rows, first]
+        lead = hit[rows, first]
+        lead_node = path[rows, first]
+        gap_lead = pdist[rows, first] + occ_off[lead_node] - pos - hl - hl_all[lead]
+        gap_lead[~has] = np.inf
+        v_lead = occ_v[lead_node]
+
+        occ[prev] = -1
+        occ[node] = -1
+        occ[nnode] = -1
+        if marked is not None:
+            occ[marked] = -1
+
+        # 3. junction entry ahead
+        entry = g.entry_seg[node]
+        has_entry = entry >= 0
+        if np.count_nonzero(has_entry):
+            gap_stop = self._entry_logic(entry, has_entry, pos, hl, v, gap_lead, time_s, signals, ego_busy_segments)
+        else:
+            gap_stop = np.full(n, np.inf)
+
+        # 4. IDM against the leader and the stop target (one formula, the stronger interaction wins)
+        v0 = self.desired_speed(node, self.kind, self.v_factor, self.speed_cap)
+        vt = v * idm.time_headway_s
+        q = v * self._inv_2sqrt_ab
+        s_lead = np.maximum(idm.min_gap_m + vt + q * (v - v_lead), 0.0) / np.maximum(gap_lead, 0.05)
+        s_stop = (idm.stop_line_gap_m + vt + q * v) / np.maximum(gap_stop, 0.05)
+        inter = np.maximum(s_lead, s_stop)
+        a = idm.max_accel_mps2 * (1.0 - (v / v0) ** idm.delta - inter * inter)
+        a = np.minimum(np.maximum(a, -idm.max_decel_mps2), idm.max_accel_mps2)
+        if np.count_nonzero(self.forced_brake):
+            a[self.forced_brake] = -idm.max_decel_mps2
+        v_new = np.maximum(v + a * dt, 0.0)
+        v_new[(gap_stop < self._snap_gap) & (v_new < idm.crawl_speed_mps)] = 0.0
+        v_new = np.minimum(v_new, np.maximum(gap_lead - idm.min_safety_gap_m, 0.0) / dt)
+        self.last_gap_lead, self.last_gap_stop = gap_lead, gap_stop
+        self.last_leader = np.where(has, lead, -1)
+        self.acc = (v_new - v) / dt
+        self.v = v_new
+
+        # 5. advance
+        self._advance(pos + v_new * dt)
+        self._release_reservations()
+        self._write_poses(None)
+
+    def _rows(self, n: int) -> np.ndarray:
+        r = self._rows_cache
+        if r.shape[0] != n:
+            r = np.arange(n, dtype=np.int32)
+            self._rows_cache = r
+        return r
+
+    def _own_choice_paths(self, idx: np.ndarray, path: np.ndarray, pdist: np.ndarray) -> None:
+        """Rewrite the scan rows of vehicles whose chosen successor is not the default one."""
+        g = self.g
+        node = self.node[idx]
+        last = self._last[g.seg[node]]
+        rem = (last - node)[:, None]
+        hops = self._hops
+        in_lane = hops <= rem
+        j = np.minimum(np.maximum(hops - rem - 1, 0), self.max_hops)
+        ch = self.choice[idx]
+        start = g.seg_start[np.maximum(ch, 0)].astype(np.int64)[:, None]
+        own = np.minimum(node[:, None] + hops, last[:, None])
+        dist_end = (g.node_s[last] + g.edge_len[last] - g.node_s[node])[:, None]
+        p = np.where(in_lane, own, self.hop_nodes[start, j])
+        d = np.where(in_lane, g.node_s[own] - g.node_s[node][:, None], dist_end + self.hop_dist[start, j])
+        d[(ch < 0)[:, None] & ~in_lane] = np.inf
+        path[idx] = p
+        pdist[idx] = d
+
+    def _entry_logic(self, entry, has_entry, pos, hl, v, gap_lead, time_s, signals: SignalState, ego_busy) -> np.ndarray:
+        """Gap to the stop target per vehicle (inf when it may pass); updates stop-sign and reservation state."""
+        g, cfg, idm, lay = self.g, self.cfg, self.idm, self.layout
+        node = self.node
+        ent = np.maximum(entry, 0)
+        front_gap = g.entry_dist[node] - pos - hl  # front bumper to the stop line
+        on_entry = has_entry & (g.seg[node] == entry)
+        kind = np.where(has_entry, lay.entry_kind[ent], 0)
+        sig = lay.entry_signal[ent]
+
+        sig_stop = np.zeros(len(self), bool)
+        # traffic lights: red, or yellow when stopping needs at most yellow_decel_limit
+        is_light = (kind == ENTRY_LIGHT) & ~self.ignore_signals
+        if is_light.any():
+            st = signals.state[np.maximum(sig, 0)]
+            can_stop = v * v <= 2.0 * idm.yellow_decel_limit_mps2 * np.maximum(front_gap, 0.01)
+            sig_stop |= is_light & ((st == _RED) | ((st == _YELLOW) & can_stop))
+        # stop signs: stop once, within the radius, below the stopped speed
+        is_stop = (kind == ENTRY_STOP) & ~self.ignore_signals
+        if is_stop.any():
+            done_now = is_stop & (front_gap <= cfg.stop_sign_stop_radius_m) & (v <= cfg.stopped_speed_mps)
+            self.stopped_at = np.where(done_now, entry, self.stopped_at)
+            sig_stop |= is_stop & (self.stopped_at != entry)
+        reserved = has_entry & (self.resv_entry == entry)
+        # a vehicle held by its signal before the line gives its reservation back (no blocking on red)
+        drop = reserved & sig_stop & (front_gap > 0.0)
+        if drop.any():
+            self.resv_seg[drop] = -1
+            self.resv_entry[drop] = -1
+            reserved &= ~drop
+        # only the first vehicle of a queue asks, within its request distance
+        near = (
+            on_entry
+            & ~sig_stop
+            & ~reserved
+            & (gap_lead >= front_gap)
+            & (front_gap <= cfg.reservation_request_m + v * v / (2.0 * idm.comfort_decel_mps2))
+        )
+        if near.any():
+            self._grant(np.flatnonzero(near), time_s, ego_busy)
+            reserved = has_entry & (self.resv_entry == entry)
+        must_stop = has_entry & (sig_stop | ~reserved) & (front_gap > -0.5)  # past the line: committed
+        return np.where(must_stop, front_gap, np.inf)
+
+    def _grant(self, cand: np.ndarray, time_s: float, ego_busy: np.ndarray) -> None:
+        g = self.g
+        self.wait_since[cand] = np.minimum(self.wait_since[cand], time_s)
+        busy = self._seg_busy
+        busy[:] = 0
+        held = self.resv_seg[self.resv_seg >= 0]
+        np.add.at(busy, held, 1)
+        inside = g.seg[self.node]
+        np.add.at(busy, inside[g.seg_junction[inside] >= 0], 1)
+        if ego_busy.size:
+            busy[ego_busy] += 1
+        order = cand[np.lexsort((self.id[cand], self.wait_since[cand]))]
+        for i in order.tolist():
+            c = int(self.choice[i])
+            if c < 0 or g.seg_junction[c] < 0:
+                self.resv_entry[i] = int(g.seg[self.node[i]])  # not a junction lane: nothing to reserve
+                continue
+            conf = g.conflicts(c)
+            if conf.size and busy[conf].any():
+                continue
+            self.resv_seg[i] = c
+            self.resv_entry[i] = int(g.seg[self.node[i]])
+            busy[c] += 1
+
+    def _release_reservations(self) -> None:
+        g = self.g
+        seg = g.seg[self.node]
+        done = (self.resv_entry >= 0) & (seg != self.resv_entry) & (g.seg_junction[seg] < 0)
+        if done.any():
+            self.resv_seg[done] = -1
+            self.resv_entry[done] = -1
+            self.wait_since[done] = np.inf
+
+    def _advance(self, pos: np.ndarray) -> None:
+        """Move every vehicle `pos` metres past its node, hopping nodes (and choosing successors) as needed."""
+        g = self.g
+        node, nnode = self.node, self.nnode
+        e = g.edge_len[node]
+        for _ in range(MAX_HOPS_PER_TICK):
+            over = pos >= e
+            if not np.count_nonzero(over):
+                break
+            idx = np.flatnonzero(over)
+            dead = nnode[idx] == node[idx]  # dead end: stay at the lane end, ask for removal
+            if np.count_nonzero(dead):
+                d = idx[dead]
+                pos[d] = e[d] - 1e-3
+                self.v[d] = 0.0
+                self.remove_requested[d] = True
+                idx = idx[~dead]
+                if idx.size == 0:
+                    break
+            pos[idx] -= e[idx]
+            new = nnode[idx]
+            entered = g.seg[new] != g.seg[node[idx]]
+            self.prev_node[idx] = node[idx]
+            node[idx] = new
+            if np.count_nonzero(entered):
+                ent = idx[entered]
+                self.choice[ent] = self._choose(g.seg[node[ent]].astype(np.int64))
+            lst = self._last[g.seg[node[idx]]]
+            at_last = node[idx] == lst
+            ch = self.choice[idx]
+            nnode[idx] = np.where(at_last, np.where(ch >= 0, g.seg_start[np.maximum(ch, 0)], node[idx]), node[idx] + 1)
+            e = g.edge_len[node]
+        self.frac = np.minimum(np.maximum(pos / e, 0.0), 1.0)
+
+    def _write_poses(self, rows: np.ndarray | None) -> None:
+        g = self.g
+        sl = slice(None) if rows is None else rows
+        node, nnode, f = self.node[sl], self.nnode[sl], self.frac[sl]
+        p0, p1 = g.xy[node], g.xy[nnode]
+        at_end = nnode == node
+        xy = p0 + (p1 - p0) * f[:, None]
+        z = g.z[node] + (g.z[nnode] - g.z[node]) * f
+        yaw = wrap_angle(g.yaw[node] + wrap_angle(g.yaw[nnode] - g.yaw[node]) * f)
+        if at_end.any():
+            xy[at_end] = p0[at_end]
+        v = self.v[sl]
+        xyz = np.empty((xy.shape[0], 3))
+        xyz[:, :2] = xy
+        xyz[:, 2] = z
+        c, s = np.cos(yaw), np.sin(yaw)
+        vel = np.empty((xy.shape[0], 2))
+        vel[:, 0] = v * c
+        vel[:, 1] = v * s
+        a = self.acc[sl]
+        ctrl = np.empty((xy.shape[0], 3), np.float32)
+        ctrl[:, 0] = np.clip(a / self.idm.max_accel_mps2, 0.0, 1.0)
+        ctrl[:, 1] = self._node_steer[node]
+        ctrl[:, 2] = np.clip(-a / self.idm.max_decel_mps2, 0.0, 1.0)
+        if rows is None:
+            self.xyz, self.yaw, self.velocity, self.control = xyz, yaw, vel, ctrl
+        else:
+            self.xyz[rows], self.yaw[rows], self.velocity[rows], self.control[rows] = xyz, yaw, vel, ctrl
