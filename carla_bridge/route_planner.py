@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -320,19 +321,29 @@ def _farthest(
     return found
 
 
-_GRAPH_CACHE: dict[tuple[str, str, float], LaneGraph] = {}
+_GRAPH_CACHE: dict[tuple[str, str, float], LaneGraph] = {}  # by map content: survives a reloaded map
+_GRAPH_BY_MAP: weakref.WeakKeyDictionary[carla.Map, dict[float, LaneGraph]] = weakref.WeakKeyDictionary()
 
 
 def lane_graph(cmap: carla.Map, sampling_resolution_m: float = 1.0) -> LaneGraph:
-    """The lane graph of `cmap`, built once per map content and sampling (LRU of GRAPH_CACHE_SIZE maps)."""
+    """The lane graph of `cmap`, built once per map content and sampling (LRU of GRAPH_CACHE_SIZE maps).
+
+    The same carla.Map object finds its graph directly; another object with the same OpenDRIVE
+    text finds it by a hash of that text.
+    """
+    resolution = float(sampling_resolution_m)
+    per_map = _GRAPH_BY_MAP.setdefault(cmap, {})
+    if resolution in per_map:
+        return per_map[resolution]
     digest = hashlib.blake2b(cmap.to_opendrive().encode(), digest_size=16).hexdigest()
-    key = (cmap.name, digest, float(sampling_resolution_m))
+    key = (cmap.name, digest, resolution)
     graph = _GRAPH_CACHE.pop(key, None)
     if graph is None:
-        graph = LaneGraph(cmap, sampling_resolution_m)
+        graph = LaneGraph(cmap, resolution)
         while len(_GRAPH_CACHE) >= GRAPH_CACHE_SIZE:
             _GRAPH_CACHE.pop(next(iter(_GRAPH_CACHE)))
     _GRAPH_CACHE[key] = graph  # (re)inserted last = most recently used
+    per_map[resolution] = graph
     return graph
 
 
@@ -672,8 +683,10 @@ def _densify(graph: LaneGraph, path: _Path, config: PlannerConfig) -> DenseRoute
     points = xyz[piece] + t[:, None] * (xyz[piece + 1] - xyz[piece])
     turn = np.remainder(yaw[piece + 1] - yaw[piece] + math.pi, math.tau) - math.pi
     headings = np.remainder(yaw[piece] + t * turn + math.pi, math.tau) - math.pi
-    nearest = np.where(t >= 0.5, piece + 1, piece)
-    segment = graph.segment_of[nodes[nearest]]
+    # A point belongs to the lane of its piece; on a lane change, to the lane it is nearer to.
+    changing = np.asarray(path.kind)[piece + 1] != FOLLOW
+    owner = np.where(changing & (t >= 0.5), piece + 1, piece)
+    segment = graph.segment_of[nodes[owner]]
     vertex_commands = _vertex_commands(graph, path, config)
     # Speed limit in force at each vertex: the sign last passed, starting from the one upstream.
     limit_kmh = np.empty(len(xyz), dtype=np.float64)

@@ -647,7 +647,8 @@ def _build_connectors(junction: Junction, cfg: TownConfig) -> list[Road]:
                 connectors.append(
                     Road(
                         road_id,
-                        f"J{junction.id} {arm_in.direction}->{arm_out.direction} {movement} {lane_in}>{lane_out}",
+                        f"J{junction.id} {movement} {arm_in.direction} to {arm_out.direction}, "
+                        f"lane {lane_in} to {lane_out}",
                         RoadKind("connector", 0, 1, NO_MARK, sidewalks=sidewalk, centred=False),
                         [curve],
                         min(arm_in.road.speed_kmh, arm_out.road.speed_kmh),
@@ -865,16 +866,18 @@ def _write_lane(
     parent: ET.Element,
     lane_id: int,
     lane_type: str,
-    width: float,
+    width: float | None,
     mark: RoadMark,
     link: tuple[int, int] | None = None,
 ) -> None:
+    """One <lane>; `width` None for the centre lane, which has none in OpenDRIVE."""
     lane = _sub(parent, "lane", id=lane_id, type=lane_type, level="false")
     if link is not None:
         link_el = _sub(lane, "link")
         _sub(link_el, "predecessor", id=link[0])
         _sub(link_el, "successor", id=link[1])
-    _sub(lane, "width", sOffset=0.0, a=width, b=0.0, c=0.0, d=0.0)
+    if width is not None:
+        _sub(lane, "width", sOffset=0.0, a=width, b=0.0, c=0.0, d=0.0)
     _sub(
         lane,
         "roadMark",
@@ -900,7 +903,7 @@ def _write_lanes(road_el: ET.Element, road: Road) -> None:
         for k in range(kind.left_lanes, 0, -1):
             _write_lane(left, k, "driving", w, EDGE_MARK if k == kind.left_lanes else SAME_DIRECTION_MARK)
     center = _sub(section, "center")
-    _write_lane(center, 0, "none", 0.0, kind.centre_mark)
+    _write_lane(center, 0, "none", None, kind.centre_mark)
     right = _sub(section, "right")
     for k in range(1, kind.right_lanes + 1):
         mark = NO_MARK if road.is_connector else EDGE_MARK if k == kind.right_lanes else SAME_DIRECTION_MARK
@@ -918,7 +921,8 @@ def _write_signal(signals: ET.Element, sig: Signal) -> None:
         s=sig.s,
         t=sig.t,
         zOffset=sig.height_m,
-        hOffset=0.0,
+        # the sign's face turned towards the traffic it addresses (as in CARLA's towns)
+        hOffset=-math.pi if sig.orientation == "+" else 0.0,
         roll=0.0,
         pitch=0.0,
         orientation=sig.orientation,

@@ -18,6 +18,7 @@ from carla_bridge.scoring import (
     ScoringError,
     abilities_of,
     build_route_record,
+    merge_results,
     read_results,
     results_json,
     summarise,
@@ -26,7 +27,13 @@ from carla_bridge.scoring import (
 from carla_bridge.scoring.abilities import SCENARIO_TYPES, ability_mean, ability_scores
 from carla_bridge.scoring.comfort import comfort_score, comfortable_segments
 from carla_bridge.scoring.config import ComfortConfig
-from carla_bridge.scoring.leaderboard import GLOBAL_VALUE_LABELS, RECORD_INFRACTION_ORDER
+from carla_bridge.scoring.leaderboard import (
+    GLOBAL_VALUE_LABELS,
+    INFRACTION_KEYS,
+    NON_PENALTY_KINDS,
+    PENALTY_COEFFICIENTS,
+    RECORD_INFRACTION_ORDER,
+)
 from carla_bridge.scoring.outside_lanes import outside_lanes_message
 from carla_bridge.scoring.record import infraction_penalty
 from carla_bridge.snapshot import InfractionEvent, InfractionKind
@@ -100,6 +107,17 @@ def test_given_vehicle_collision_red_light_and_20pct_outside_when_scored_then_pr
 )
 def test_given_one_event_of_each_kind_when_scored_then_leaderboard_coefficient(kind, factor):
     assert infraction_penalty([event(kind), event(kind)]) == pytest.approx(factor * factor)
+
+
+def test_given_every_infraction_kind_when_looked_up_then_it_has_a_record_key_and_a_penalty_rule():
+    for kind in InfractionKind:
+        assert INFRACTION_KEYS[kind] in RECORD_INFRACTION_ORDER
+        rules = (
+            (kind in PENALTY_COEFFICIENTS)
+            + (kind in NON_PENALTY_KINDS)
+            + (kind == InfractionKind.OUTSIDE_ROUTE_LANES)
+        )
+        assert rules == 1, kind
 
 
 def test_given_reached_route_when_no_infraction_then_perfect_success_else_completed():
@@ -337,6 +355,17 @@ def test_given_bench2drive_merged_file_when_read_then_records_and_scores_recompu
     assert back.global_record.success_rate == pytest.approx(0.25)
     assert back.global_record.abilities["Overtaking"] == 0.0
     assert back.global_record.abilities["Merging"] == 1.0
+
+
+def test_given_per_route_files_when_merged_then_records_reindexed_and_duplicates_rejected(tmp_path):
+    first, second = sample_records()
+    a = write_results(tmp_path / "a.json", [first])
+    b = write_results(tmp_path / "b.json", [second])
+    merged = merge_results([a, b])
+    assert [r.route_id for r in merged] == ["RouteScenario_3_rep0", "RouteScenario_4_rep0"]
+    assert [r.index for r in merged] == [0, 1]
+    with pytest.raises(ResultsFileError, match="RouteScenario_3_rep0 is in both"):
+        merge_results([a, b, a])
 
 
 @pytest.mark.parametrize(

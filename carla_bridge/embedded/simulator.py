@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import carla
 import numpy as np
@@ -96,7 +95,7 @@ class EmbeddedSimulator:
         world = self.world
         if not isinstance(control, Control):
             raise SimulatorError(f"step() needs a carla_bridge.snapshot.Control, got {type(control).__name__}")
-        world.tick(control.clipped())
+        world.tick(_clipped(control))
         assert self._scenarios is not None
         self._scenarios.tick()
         return self._finish(build_snapshot(world, self._scenarios.infos()))
@@ -142,6 +141,19 @@ class EmbeddedSimulator:
         return RouteCriteria(route, cmap)
 
 
+def _clipped(c: Control) -> Control:
+    """Control.clipped() without numpy (this runs every tick)."""
+    if 0.0 <= c.throttle <= 1.0 and -1.0 <= c.steer <= 1.0 and 0.0 <= c.brake <= 1.0:
+        return c
+    return Control(
+        throttle=min(max(float(c.throttle), 0.0), 1.0),
+        steer=min(max(float(c.steer), -1.0), 1.0),
+        brake=min(max(float(c.brake), 0.0), 1.0),
+        hand_brake=c.hand_brake,
+        reverse=c.reverse,
+    )
+
+
 def _no_sidewalks():
     from carla_bridge.embedded.walkers import SidewalkNetwork
 
@@ -151,4 +163,4 @@ def _no_sidewalks():
     )  # fmt: skip
 
 
-__all__ = ["EmbeddedSimulator", "math"]
+__all__ = ["EmbeddedSimulator"]

@@ -36,6 +36,7 @@ from carla_bridge.embedded.vehicle_model import steer_for_curvature
 from carla_bridge.snapshot import ActorKind, ActorRole, TrafficLightState
 
 _RED, _YELLOW, _GREEN = int(TrafficLightState.RED), int(TrafficLightState.YELLOW), int(TrafficLightState.GREEN)
+_TWO_PI = 2.0 * np.pi
 FOOTPRINT_HALF_WIDTH_M = 1.0  # lateral reach of a lane follower around its lane centre
 MAX_HOPS_PER_TICK = 4  # > max speed x dt / min edge length for any sane speed
 CANDIDATE_REUSE_M = 3.0  # an obstacle's candidate lane nodes are reused until it moves this far
@@ -103,6 +104,15 @@ class TrafficModel:
         ).astype(np.int64)
         self._inv_2sqrt_ab = 1.0 / (2.0 * math.sqrt(idm.max_accel_mps2 * idm.comfort_decel_mps2))
         self._snap_gap = idm.stop_snap_m + idm.stop_line_gap_m
+        self._inv_amax = 1.0 / idm.max_accel_mps2
+        self._dist_to_end = graph.seg_length[graph.seg] - graph.node_s
+        self._lookahead = float(self.steps * stride * graph.spacing_m) + 2.0
+        self._inv_2b = 1.0 / (2.0 * idm.comfort_decel_mps2)
+        self._inv_dmax = 1.0 / idm.max_decel_mps2
+        self._xyz = np.column_stack([graph.xy, graph.z])
+        # per-segment signal arrays with a sentinel at index -1 (= "no junction entry ahead")
+        self._entry_kind = np.append(layout.entry_kind, 0).astype(np.int8)
+        self._entry_signal = np.append(layout.entry_signal, -1).astype(np.int64)
         self._rows_cache = np.zeros(0, np.int32)
         self._obstacle_cache: dict[int, tuple[float, float, np.ndarray]] = {}
         self._node_steer = steer_for_curvature(graph.curvature, vehicle_params).astype(np.float32)
@@ -133,8 +143,8 @@ class TrafficModel:
         self.choice = np.zeros(n, np.int64)  # successor segment chosen for the end of the current lane
         self.v = np.zeros(n)
         self.acc = np.zeros(n)
-        self.v_factor = np.ones(n)  # desired speed = limit x fraction x factor
-        self.speed_cap = np.full(n, np.inf)  # scenario override of the desired speed (m/s)
+        self.v_scale = np.ones(n)  # desired speed = min(limit x v_scale, speed_cap); v_scale = fraction x factor
+        self.speed_cap = np.full(n, np.inf)  # m/s: bicycle top speed, or a scenario override
         self.forced_brake = np.zeros(n, bool)  # scenario: brake as hard as allowed
         self.ignore_signals = np.zeros(n, bool)
         self.managed = np.zeros(n, bool)  # True: the density manager may remove it
@@ -149,7 +159,7 @@ class TrafficModel:
         self.remove_requested = np.zeros(n, bool)
 
     _ARRAYS = (
-        "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "v", "acc", "v_factor", "speed_cap",
+        "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "v", "acc", "v_scale", "speed_cap",
         "forced_brake", "ignore_signals", "managed", "stopped_at", "resv_seg", "resv_entry", "wait_since",
         "xyz", "yaw", "velocity", "control", "remove_requested",
     )  # fmt: skip
@@ -178,10 +188,10 @@ class TrafficModel:
         lo, hi = self.cfg.speed_factor_range
         return float(np.clip(1.0 + self.cfg.speed_factor_std * self.rng.standard_normal(), lo, hi))
 
-    def desired_speed(self, node: np.ndarray, kind: np.ndarray, factor: np.ndarray, cap: np.ndarray) -> np.ndarray:
-        v0 = self.g.speed_limit[node] * self.cfg.speed_fraction_of_limit * factor
-        v0 = np.where(kind == int(ActorKind.BICYCLE), np.minimum(v0, self.cfg.bicycle_max_speed_mps), v0)
-        return np.minimum(v0, cap)
+    def desired_speed(self, node: int, kind: int, speed_factor: float, speed_cap: float = math.inf) -> float:
+        """v0 = min(limit(node) x speed_fraction_of_limit x factor, cap), bicycles capped at their top speed."""
+        cap = min(speed_cap, self.cfg.bicycle_max_speed_mps) if kind == int(ActorKind.BICYCLE) else speed_cap
+        return min(float(self.g.speed_limit[node]) * self.cfg.speed_fraction_of_limit * speed_factor, cap)
 
     def add(
         self,
@@ -203,8 +213,9 @@ class TrafficModel:
         nnode = node + 1 if node != last else (int(g.seg_start[choice]) if choice >= 0 else node)
         row = {
             "id": actor_id, "kind": int(bp.kind), "role": int(role), "extent": bp.extent, "node": node,
-            "nnode": nnode, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0, "v_factor": speed_factor,
-            "speed_cap": speed_cap, "forced_brake": False, "ignore_signals": False, "managed": managed,
+            "nnode": nnode, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0,
+            "v_scale": self.cfg.speed_fraction_of_limit * speed_factor,
+            "speed_cap": min(speed_cap, self.cfg.bicycle_max_speed_mps) if bp.kind == ActorKind.BICYCLE else speed_cap, "forced_brake": False, "ignore_signals": False, "managed": managed,
             "stopped_at": -1, "resv_seg": -1, "resv_entry": -1, "wait_since": np.inf,
             "xyz": (0.0, 0.0, 0.0), "yaw": 0.0, "velocity": (0.0, 0.0), "control": (0.0, 0.0, 0.0),
             "remove_requested": False,
@@ -313,7 +324,7 @@ class TrafficModel:
         # 2. leader: first occupied node along the path (default successors; own choice where it differs)
         path = self._path_nodes[node]
         pdist = self._path_dist[node]
-        odd = self.choice != self._default_succ[g.seg[node]]
+        odd = (self._dist_to_end[node] < self._lookahead) & (self.choice != self._default_succ[g.seg[node]])
         if np.count_nonzero(odd):
             self._own_choice_paths(np.flatnonzero(odd), path, pdist)
         hit = occ[path]
@@ -334,14 +345,10 @@ class TrafficModel:
 
         # 3. junction entry ahead
         entry = g.entry_seg[node]
-        has_entry = entry >= 0
-        if np.count_nonzero(has_entry):
-            gap_stop = self._entry_logic(entry, has_entry, pos, hl, v, gap_lead, time_s, signals, ego_busy_segments)
-        else:
-            gap_stop = np.full(n, np.inf)
+        gap_stop = self._entry_logic(entry, pos, hl, v, gap_lead, time_s, signals, ego_busy_segments)
 
         # 4. IDM against the leader and the stop target (one formula, the stronger interaction wins)
-        v0 = self.desired_speed(node, self.kind, self.v_factor, self.speed_cap)
+        v0 = np.maximum(np.minimum(g.speed_limit[node] * self.v_scale, self.speed_cap), 0.1)
         vt = v * idm.time_headway_s
         q = v * self._inv_2sqrt_ab
         s_lead = np.maximum(idm.min_gap_m + vt + q * (v - v_lead), 0.0) / np.maximum(gap_lead, 0.05)
@@ -390,49 +397,51 @@ class TrafficModel:
         path[idx] = p
         pdist[idx] = d
 
-    def _entry_logic(self, entry, has_entry, pos, hl, v, gap_lead, time_s, signals: SignalState, ego_busy) -> np.ndarray:
+    def _entry_logic(self, entry, pos, hl, v, gap_lead, time_s, signals: SignalState, ego_busy) -> np.ndarray:
         """Gap to the stop target per vehicle (inf when it may pass); updates stop-sign and reservation state."""
-        g, cfg, idm, lay = self.g, self.cfg, self.idm, self.layout
-        node = self.node
-        ent = np.maximum(entry, 0)
-        front_gap = g.entry_dist[node] - pos - hl  # front bumper to the stop line
-        on_entry = has_entry & (g.seg[node] == entry)
-        kind = np.where(has_entry, lay.entry_kind[ent], 0)
-        sig = lay.entry_signal[ent]
-
-        sig_stop = np.zeros(len(self), bool)
-        # traffic lights: red, or yellow when stopping needs at most yellow_decel_limit
-        is_light = (kind == ENTRY_LIGHT) & ~self.ignore_signals
-        if is_light.any():
-            st = signals.state[np.maximum(sig, 0)]
-            can_stop = v * v <= 2.0 * idm.yellow_decel_limit_mps2 * np.maximum(front_gap, 0.01)
-            sig_stop |= is_light & ((st == _RED) | ((st == _YELLOW) & can_stop))
-        # stop signs: stop once, within the radius, below the stopped speed
-        is_stop = (kind == ENTRY_STOP) & ~self.ignore_signals
-        if is_stop.any():
+        cfg, idm = self.cfg, self.idm
+        front_gap = self.g.entry_dist[self.node] - pos - hl  # front bumper to the stop line (inf: none ahead)
+        has_entry = entry >= 0
+        kind = self._entry_kind[entry]
+        sig_stop = np.zeros(entry.shape[0], bool)
+        is_light = kind == ENTRY_LIGHT
+        if np.count_nonzero(is_light):
+            # red, or yellow when stopping needs at most yellow_decel_limit
+            st = signals.state[self._entry_signal[entry]] if signals.state.shape[0] else np.full(entry.shape[0], _GREEN)
+            can_stop = v * v <= (2.0 * idm.yellow_decel_limit_mps2) * np.maximum(front_gap, 0.01)
+            sig_stop = is_light & ((st == _RED) | ((st == _YELLOW) & can_stop))
+        is_stop = kind == ENTRY_STOP
+        if np.count_nonzero(is_stop):
+            # stop signs: stop once, within the radius, below the stopped speed
             done_now = is_stop & (front_gap <= cfg.stop_sign_stop_radius_m) & (v <= cfg.stopped_speed_mps)
-            self.stopped_at = np.where(done_now, entry, self.stopped_at)
+            self.stopped_at[done_now] = entry[done_now]
             sig_stop |= is_stop & (self.stopped_at != entry)
+        if np.count_nonzero(self.ignore_signals):
+            sig_stop &= ~self.ignore_signals
         reserved = has_entry & (self.resv_entry == entry)
         # a vehicle held by its signal before the line gives its reservation back (no blocking on red)
         drop = reserved & sig_stop & (front_gap > 0.0)
-        if drop.any():
+        if np.count_nonzero(drop):
             self.resv_seg[drop] = -1
             self.resv_entry[drop] = -1
             reserved &= ~drop
-        # only the first vehicle of a queue asks, within its request distance
+        # only the first vehicle of a queue asks, on the entry lane, within its request distance
         near = (
-            on_entry
-            & ~sig_stop
+            has_entry
             & ~reserved
+            & ~sig_stop
             & (gap_lead >= front_gap)
-            & (front_gap <= cfg.reservation_request_m + v * v / (2.0 * idm.comfort_decel_mps2))
+            & (front_gap <= cfg.reservation_request_m + v * v * self._inv_2b)
         )
-        if near.any():
-            self._grant(np.flatnonzero(near), time_s, ego_busy)
-            reserved = has_entry & (self.resv_entry == entry)
-        must_stop = has_entry & (sig_stop | ~reserved) & (front_gap > -0.5)  # past the line: committed
-        return np.where(must_stop, front_gap, np.inf)
+        if np.count_nonzero(near):
+            near &= self.g.seg[self.node] == entry
+            if np.count_nonzero(near):
+                self._grant(np.flatnonzero(near), time_s, ego_busy)
+                reserved = has_entry & (self.resv_entry == entry)
+        must_stop = (sig_stop | ~reserved) & (front_gap > -0.5)  # front past the line: committed
+        gap = front_gap.copy()
+        gap[~must_stop] = np.inf
+        return gap
 
     def _grant(self, cand: np.ndarray, time_s: float, ego_busy: np.ndarray) -> None:
         g = self.g
@@ -502,29 +511,24 @@ class TrafficModel:
         self.frac = np.minimum(np.maximum(pos / e, 0.0), 1.0)
 
     def _write_poses(self, rows: np.ndarray | None) -> None:
+        """Poses by linear interpolation between node and next node (yaw along the shorter arc)."""
         g = self.g
-        sl = slice(None) if rows is None else rows
-        node, nnode, f = self.node[sl], self.nnode[sl], self.frac[sl]
-        p0, p1 = g.xy[node], g.xy[nnode]
-        at_end = nnode == node
-        xy = p0 + (p1 - p0) * f[:, None]
-        z = g.z[node] + (g.z[nnode] - g.z[node]) * f
-        yaw = wrap_angle(g.yaw[node] + wrap_angle(g.yaw[nnode] - g.yaw[node]) * f)
-        if at_end.any():
-            xy[at_end] = p0[at_end]
-        v = self.v[sl]
-        xyz = np.empty((xy.shape[0], 3))
-        xyz[:, :2] = xy
-        xyz[:, 2] = z
-        c, s = np.cos(yaw), np.sin(yaw)
-        vel = np.empty((xy.shape[0], 2))
-        vel[:, 0] = v * c
-        vel[:, 1] = v * s
-        a = self.acc[sl]
-        ctrl = np.empty((xy.shape[0], 3), np.float32)
-        ctrl[:, 0] = np.clip(a / self.idm.max_accel_mps2, 0.0, 1.0)
+        if rows is None:
+            node, nnode, f, v, a = self.node, self.nnode, self.frac, self.v, self.acc
+        else:
+            node, nnode, f, v, a = self.node[rows], self.nnode[rows], self.frac[rows], self.v[rows], self.acc[rows]
+        p0 = self._xyz[node]
+        xyz = p0 + (self._xyz[nnode] - p0) * f[:, None]
+        y0 = g.yaw[node]
+        dy = (g.yaw[nnode] - y0 + np.pi) % _TWO_PI - np.pi
+        yaw = (y0 + dy * f + np.pi) % _TWO_PI - np.pi
+        vel = np.empty((node.shape[0], 2))
+        vel[:, 0] = v * np.cos(yaw)
+        vel[:, 1] = v * np.sin(yaw)
+        ctrl = np.empty((node.shape[0], 3), np.float32)
+        ctrl[:, 0] = np.minimum(np.maximum(a * self._inv_amax, 0.0), 1.0)
         ctrl[:, 1] = self._node_steer[node]
-        ctrl[:, 2] = np.clip(-a / self.idm.max_decel_mps2, 0.0, 1.0)
+        ctrl[:, 2] = np.minimum(np.maximum(a * -self._inv_dmax, 0.0), 1.0)
         if rows is None:
             self.xyz, self.yaw, self.velocity, self.control = xyz, yaw, vel, ctrl
         else:

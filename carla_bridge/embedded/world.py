@@ -34,20 +34,34 @@ EGO_COMMIT_HORIZON_S = 2.0  # a moving ego holds the junction lanes it reaches w
 EGO_COMMIT_MIN_SPEED_MPS = 1.0
 FIRST_ACTOR_ID = 1  # actor ids start here on every reset (the ego has no id in the snapshot)
 _EGO_IDS = np.array([EGO_OBSTACLE_ID], np.int64)
+_NO_SEGMENTS = np.zeros(0, np.int64)
 
 
 def locate_on_dense(dense: DenseRoute, xy: np.ndarray, start: int, window_m: float) -> tuple[int, float]:
-    """Nearest dense index to `xy` within [start, s(start) + window_m]; never before `start`.
+    """Where `xy` is along the dense route, searching `window_m` metres ahead of `start` only.
 
-    Returns (index, lateral distance). Used when carla_bridge.route_planner is not available.
+    Same maths as carla_bridge.route_planner.locate_on_route (lean enough for every tick): project xy
+    on each piece p_i -> p_{i+1} of the window, t = clamp((x - p_i).(p_{i+1} - p_i) / |p_{i+1} - p_i|^2,
+    0, 1); return (index of the dense point nearest the closest projection, distance to it).
     """
     s = dense.s
-    end = int(np.searchsorted(s, s[start] + window_m, side="right"))
-    end = max(end, start + 1)
-    seg = dense.xyz[start:end, :2]
-    d2 = ((seg - xy) ** 2).sum(axis=1)
-    k = int(np.argmin(d2))
-    return start + k, float(math.sqrt(d2[k]))
+    n = s.shape[0]
+    stop = min(int(np.searchsorted(s, s[start] + window_m, side="right")) + 1, n)
+    if stop - start < 2:
+        d = dense.xyz[start, :2] - xy
+        return start, math.hypot(d[0], d[1])
+    p = dense.xyz[start:stop, :2]
+    a = p[:-1]
+    ab = p[1:] - a
+    ax = xy[0] - a[:, 0]
+    ay = xy[1] - a[:, 1]
+    l2 = ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1]
+    t = np.minimum(np.maximum((ax * ab[:, 0] + ay * ab[:, 1]) / np.maximum(l2, 1e-12), 0.0), 1.0)
+    dx = ax - t * ab[:, 0]
+    dy = ay - t * ab[:, 1]
+    d2 = dx * dx + dy * dy
+    k = int(d2.argmin())
+    return start + k + int(t[k] >= 0.5), math.sqrt(float(d2[k]))
 
 
 class World:
@@ -100,6 +114,9 @@ class World:
         )
         segs = np.where(self.route_nodes >= 0, graph.seg[np.maximum(self.route_nodes, 0)], -1)
         self.route_junction_seg = np.where((segs >= 0) & (graph.seg_junction[np.maximum(segs, 0)] >= 0), segs, -1)
+        # arc length of the next route point on a junction lane, per dense index (inf: none ahead)
+        jpos = np.where(self.route_junction_seg >= 0, d.s, np.inf)
+        self.next_junction_s = np.minimum.accumulate(jpos[::-1])[::-1]
 
     # ------------------------------------------------------------------ ids / lookups
     def next_actor_id(self) -> int:
@@ -388,10 +405,7 @@ class World:
                 continue
             bp = t.sample_blueprint()
             factor = t.sample_speed_factor()
-            v0 = float(
-                t.desired_speed(np.asarray([node]), np.asarray([int(bp.kind)]), np.asarray([factor]), np.asarray([np.inf]))[0]
-            )
-            speed = v0 * float(self.rng.uniform(0.5, 1.0))
+            speed = t.desired_speed(node, int(bp.kind), factor) * float(self.rng.uniform(0.5, 1.0))
             t.add(self.next_actor_id(), node, bp, speed, ActorRole.BACKGROUND, True, factor)
             occupied = np.concatenate([occupied, p[None]])
             placed += 1
@@ -439,14 +453,17 @@ class World:
     def ego_junction_claims(self) -> np.ndarray:
         """Junction segments the ego is in or reaches within EGO_COMMIT_HORIZON_S on its route."""
         v = self.ego[3]
-        ahead_m = max(v, 0.0) * EGO_COMMIT_HORIZON_S if v > EGO_COMMIT_MIN_SPEED_MPS else 0.0
-        i0 = max(self.route_index - int(self.ego_extent[0] + 1), 0)
-        i1 = self.route_index_at_s(self.route_s() + ahead_m + self.ego_extent[0])
+        ahead_m = v * EGO_COMMIT_HORIZON_S if v > EGO_COMMIT_MIN_SPEED_MPS else 0.0
+        back = int(self.ego_extent[0] + 1.0)
+        i0 = max(self.route_index - back, 0)
+        s_end = float(self.dense.s[self.route_index]) + ahead_m + self.ego_extent[0]
+        if self.next_junction_s[i0] > s_end:
+            return _NO_SEGMENTS  # no junction lane within reach: the common case
+        if self.route_lateral > 3.0 * self.cfg.traffic.route_clearance_lateral_m:
+            return _NO_SEGMENTS  # far off the route: the route says nothing about the ego
+        i1 = self.route_index_at_s(s_end)
         segs = self.route_junction_seg[i0 : i1 + 1]
-        segs = segs[segs >= 0]
-        if segs.size and self.route_lateral > 3.0 * self.cfg.traffic.route_clearance_lateral_m:
-            return np.zeros(0, np.int64)  # far off the route: the route says nothing about the ego
-        return np.unique(segs)
+        return np.unique(segs[segs >= 0])
 
     def tick(self, control: Control) -> None:
         """Advance the world by dt: ego, scripted actors, signals, traffic, walkers, route progress."""
@@ -481,18 +498,5 @@ class World:
 
 
 def _route_locator() -> Callable[[DenseRoute, np.ndarray, int, float], tuple[int, float]]:
-    """carla_bridge.route_planner.locate_on_route when present (window in metres), else `locate_on_dense`."""
-    try:
-        from carla_bridge.route_planner import locate_on_route  # type: ignore[import-not-found]
-    except ImportError:
-        return locate_on_dense
-
-    def call(dense: DenseRoute, xy: np.ndarray, start: int, window_m: float) -> tuple[int, float]:
-        window = max(int(window_m / max(float(dense.s[-1]) / max(len(dense) - 1, 1), 0.1)), 2)
-        idx, lat = locate_on_route(dense, xy, start, window)
-        return int(idx), float(lat)
-
-    return call
-
-
-__all__ = ["NO_NODE", "World", "locate_on_dense"]
+    """The per-tick route locator: `locate_on_dense` (equal to route_planner.locate_on_route, see tests)."""
+    return locate_on_dense

@@ -9,7 +9,7 @@ from carla_bridge.scoring.config import ScoringConfig, load_scoring_config
 from carla_bridge.scoring.criteria import RouteCriteria
 from carla_bridge.scoring.errors import ResultsFileError, ScoringConfigError, ScoringError
 from carla_bridge.scoring.record import RouteMeta, RouteRecord, RouteScores, build_route_record
-from carla_bridge.scoring.results_io import Results, read_results, results_json, write_results
+from carla_bridge.scoring.results_io import Results, merge_results, read_results, results_json, write_results
 from carla_bridge.scoring.summary import GlobalRecord, summarise
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "ability_scores",
     "build_route_record",
     "load_scoring_config",
+    "merge_results",
     "read_results",
     "results_json",
     "summarise",

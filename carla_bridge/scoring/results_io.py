@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,3 +156,23 @@ def read_results(
         eligible=bool(data.get("eligible", ELIGIBLE_VALUES.get(entry_status, False))),
         sensors=[str(s) for s in data.get("sensors", [])],
     )
+
+
+def merge_results(paths: Iterable[str | os.PathLike[str]]) -> list[RouteRecord]:
+    """Records of several results files (e.g. one per route or per GPU), in file order, re-indexed 0..n-1.
+
+    As Bench2Drive's merge_route_json.py; a route that appears in two files is an error (a resumed run
+    that was not cleaned up), since counting it twice would skew every mean.
+    """
+    merged: list[RouteRecord] = []
+    seen: dict[str, Path] = {}
+    for path in paths:
+        for rec in read_results(path).records:
+            if rec.route_id in seen:
+                raise ResultsFileError(
+                    f"{rec.route_id} is in both {seen[rec.route_id]} and {path}; remove the stale file and merge again"
+                )
+            seen[rec.route_id] = Path(path)
+            rec.index = len(merged)
+            merged.append(rec)
+    return merged
