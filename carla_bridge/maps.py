@@ -66,7 +66,9 @@ class MapLibrary:
         self._texts: dict[str, str] = {}
 
     @classmethod
-    def from_config(cls, config: MapsConfig | None = None, extra_dirs: Sequence[Path | str] = ()) -> MapLibrary:
+    def from_config(
+        cls, config: MapsConfig | None = None, extra_dirs: Sequence[Path | str] = ()
+    ) -> MapLibrary:
         """A library searching `extra_dirs` (e.g. --maps) first, then the configured folders."""
         config = config or load_maps_config()
         return cls([*extra_dirs, *config.extra_dirs], config.use_carla_root)

@@ -297,7 +297,9 @@ def _key(wp: carla.Waypoint) -> tuple[int, int, int]:
     return (wp.road_id, wp.section_id, wp.lane_id)
 
 
-def _step(wp: carla.Waypoint, key: tuple[int, int, int], distance: float, forward: bool) -> carla.Waypoint | None:
+def _step(
+    wp: carla.Waypoint, key: tuple[int, int, int], distance: float, forward: bool
+) -> carla.Waypoint | None:
     """The waypoint `distance` ahead (or behind) on the same lane section, or None past its end."""
     candidates = wp.next(distance) if forward else wp.previous(distance)
     return next((w for w in candidates if _key(w) == key), None)
@@ -456,7 +458,9 @@ def _search_leg(
             pred[n] = (previous, kind)
             heapq.heappush(heap, (value + heuristic(n), value, n))
 
-    def change_lanes(origin: tuple[float, float, float], u0: float, sample: int, value: float, previous: int) -> None:
+    def change_lanes(
+        origin: tuple[float, float, float], u0: float, sample: int, value: float, previous: int
+    ) -> None:
         """Lane changes from a point at along-coordinate u0 (permitted by the marking at `sample`).
 
         `previous` is the graph node the change starts from, or -1 - k for start candidate k.
@@ -657,7 +661,11 @@ def _initial_speed_limit(graph: LaneGraph, node: int, config: PlannerConfig) -> 
         if not math.isnan(sign):
             return float(sign)
         segment = graph.segments[graph._seg[n]]
-        previous = [n - 1] if n > segment.first else [graph.segments[p].last for p in graph.predecessors[graph._seg[n]]]
+        previous = (
+            [n - 1]
+            if n > segment.first
+            else [graph.segments[p].last for p in graph.predecessors[graph._seg[n]]]
+        )
         for p in previous:
             d = distance + float(np.linalg.norm(graph.xyz[n] - graph.xyz[p]))
             if d < seen.get(p, math.inf):
@@ -718,7 +726,9 @@ def plan_route(route: Route, cmap: carla.Map, config: PlannerConfig | None = Non
     config = config or PlannerConfig()
     keypoints = np.asarray(route.keypoints, dtype=np.float64).reshape(-1, 3)
     distinct = [0] + [
-        i for i in range(1, len(keypoints)) if np.linalg.norm(keypoints[i] - keypoints[i - 1]) > SAME_POINT_EPS_M
+        i
+        for i in range(1, len(keypoints))
+        if np.linalg.norm(keypoints[i] - keypoints[i - 1]) > SAME_POINT_EPS_M
     ]
     if len(distinct) < 2:
         raise RouteError(route.id, "needs at least two distinct keypoints to plan a route between them")

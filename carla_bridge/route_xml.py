@@ -319,9 +319,14 @@ def _route_lines(route: Route) -> list[str]:
     lines.append(f"{INDENT * 2}</waypoints>")
     lines.append(f"{INDENT * 2}<scenarios>")
     for scenario in route.scenarios:
-        lines.append(f"{INDENT * 3}<scenario {_attributes((('name', scenario.name), ('type', scenario.type)), rid)}>")
+        lines.append(
+            f"{INDENT * 3}<scenario {_attributes((('name', scenario.name), ('type', scenario.type)), rid)}>"
+        )
         tp = scenario.trigger_point
-        trigger = [(a, _format_number(getattr(tp, f))) for a, f in (("x", "x"), ("y", "y"), ("z", "z"), ("yaw", "yaw_deg"))]
+        trigger = [
+            (a, _format_number(getattr(tp, f)))
+            for a, f in (("x", "x"), ("y", "y"), ("z", "z"), ("yaw", "yaw_deg"))
+        ]
         lines.append(f"{INDENT * 4}<trigger_point {_attributes(trigger, rid)} />")
         for tag, attrib in scenario.parameters.items():
             lines.append(f"{INDENT * 4}<{_tag(tag, rid)} {_attributes(attrib.items(), rid)} />")

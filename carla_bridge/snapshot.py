@@ -177,7 +177,7 @@ class StopLine:
     y: float
     yaw: float  # lane direction, radians
     road_id: int
-    lane_id: int
+    lane_id: int  # road_id/lane_id: the approach lane as carla.Map.get_waypoint reports it
     width: float  # lane width, m
 
 
@@ -221,7 +221,7 @@ class ScenarioInfo:
 
     name: str
     type: str
-    status: str  # "pending" | "running" | "done" | "skipped"
+    status: str  # "pending" | "running" | "done" | "skipped" | "timed_out" | "failed"
     trigger_xy: tuple[float, float]
     actor_ids: tuple[int, ...] = ()
 

@@ -14,6 +14,7 @@ from storage.errors import StorageError
 COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.drive",
     "takeover.commands.db",
+    "takeover.commands.demo",
 )
 
 

@@ -53,7 +53,9 @@ def test_given_gps_when_converted_back_then_the_world_point_returns(lat_ref: flo
     for x, y, z in POINTS:
         gps = location_to_gps(x, y, z, lat_ref, lon_ref)
 
-        assert gps_to_location(gps.lat, gps.lon, gps.z, lat_ref, lon_ref) == pytest.approx((x, y, z), abs=1e-6)
+        assert gps_to_location(gps.lat, gps.lon, gps.z, lat_ref, lon_ref) == pytest.approx(
+            (x, y, z), abs=1e-6
+        )
 
 
 def test_given_the_origin_then_gps_is_the_reference_and_north_is_minus_y() -> None:
@@ -81,13 +83,19 @@ def test_given_a_dense_route_then_the_gps_route_has_one_entry_per_point_with_its
 
     route = gps_route(dense, 0.0, 0.0)
 
-    assert [command for _, command in route] == [RoadOption.LANEFOLLOW, RoadOption.LANEFOLLOW, RoadOption.LEFT]
+    assert [command for _, command in route] == [
+        RoadOption.LANEFOLLOW,
+        RoadOption.LANEFOLLOW,
+        RoadOption.LEFT,
+    ]
     assert route[2][0] == pytest.approx(leaderboard_location_to_gps(0.0, 0.0, 2.0, 1.0, 0.5))
     np.testing.assert_allclose(locations_to_gps(xyz, 0.0, 0.0)[:, 2], xyz[:, 2])
 
 
 def test_given_an_xodr_header_then_the_geo_reference_is_read() -> None:
-    cdata = '<header><geoReference><![CDATA[+proj=tmerc +lat_0=4.9e+1 +lon_0=8 +k=1]]></geoReference></header>'
+    cdata = (
+        "<header><geoReference><![CDATA[+proj=tmerc +lat_0=4.9e+1 +lon_0=8 +k=1]]></geoReference></header>"
+    )
     plain = "<header><geoReference>+proj=tmerc +lon_0=-3.5</geoReference></header>"
 
     assert geo_reference(cdata) == (49.0, 8.0)

@@ -106,7 +106,12 @@ def test_given_an_unknown_town_then_the_error_names_it_every_folder_and_the_fix(
         library.find("Town99")
 
     message = str(error.value)
-    for part in ("'Town99'", str(tmp_path / "maps"), f"{tmp_path / 'missing'} (missing)", str(BUILTIN_MAPS_DIR)):
+    for part in (
+        "'Town99'",
+        str(tmp_path / "maps"),
+        f"{tmp_path / 'missing'} (missing)",
+        str(BUILTIN_MAPS_DIR),
+    ):
         assert part in message
     assert "--maps DIR" in message and "CARLA_ROOT" in message
     assert "Tiny" in message.split("Towns found:")[1]
@@ -126,7 +131,9 @@ def test_given_an_unusable_xodr_when_loaded_then_a_clear_error_names_the_file(
         MapLibrary([tmp_path]).load("Broken")
 
 
-def test_given_a_tiny_town_when_loaded_then_carla_map_has_its_road(tmp_path: Path, no_carla_root: None) -> None:
+def test_given_a_tiny_town_when_loaded_then_carla_map_has_its_road(
+    tmp_path: Path, no_carla_root: None
+) -> None:
     _write_town(tmp_path, "Tiny")
 
     cmap = MapLibrary([tmp_path]).load("Tiny")

@@ -22,7 +22,9 @@ from carla_bridge.route_planner import (
 )
 from carla_bridge.route_xml import parse_routes
 
-BUILTIN_ROUTE_FILES = sorted((Path(__file__).resolve().parents[1] / "carla_bridge/assets/routes").glob("*.xml"))
+BUILTIN_ROUTE_FILES = sorted(
+    (Path(__file__).resolve().parents[1] / "carla_bridge/assets/routes").glob("*.xml")
+)
 TURNS = {RoadOption.LEFT, RoadOption.RIGHT, RoadOption.STRAIGHT}
 # What each dev route must show, from its scenario and its geometry (checked on a plot of the town).
 EXPECTED_COMMANDS = {
@@ -62,17 +64,21 @@ def polyline_distance(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
 # --- a tiny made-up town: two straight two-lane roads, optionally connected, with a 50 speed sign ---
 
 
-def _road(rid: int, x0: float, y0: float, pred: int | None, succ: int | None, change: str, signals: str) -> str:
+def _road(
+    rid: int, x0: float, y0: float, pred: int | None, succ: int | None, change: str, signals: str
+) -> str:
     def lane(lane_id: int, mark: str) -> str:
-        links = (f'<predecessor id="{lane_id}"/>' if pred else "") + (f'<successor id="{lane_id}"/>' if succ else "")
+        links = (f'<predecessor id="{lane_id}"/>' if pred else "") + (
+            f'<successor id="{lane_id}"/>' if succ else ""
+        )
         return (
             f'<lane id="{lane_id}" type="driving" level="false"><link>{links}</link>'
             f'<width sOffset="0" a="3.5" b="0" c="0" d="0"/>{mark}</lane>'
         )
 
-    road_links = (f'<predecessor elementType="road" elementId="{pred}" contactPoint="end"/>' if pred else "") + (
-        f'<successor elementType="road" elementId="{succ}" contactPoint="start"/>' if succ else ""
-    )
+    road_links = (
+        f'<predecessor elementType="road" elementId="{pred}" contactPoint="end"/>' if pred else ""
+    ) + (f'<successor elementType="road" elementId="{succ}" contactPoint="start"/>' if succ else "")
     broken = f'<roadMark sOffset="0" type="broken" weight="standard" color="standard" width="0.15" laneChange="{change}"/>'
     solid = '<roadMark sOffset="0" type="solid" weight="standard" color="standard" width="0.15" laneChange="none"/>'
     return f"""<road name="r{rid}" length="60" id="{rid}" junction="-1"><link>{road_links}</link>
@@ -90,7 +96,11 @@ def tiny_map(connected: bool = True, lane_change: str = "both") -> carla.Map:
         'type="274" subtype="50" value="50" unit="mph" height="1" width="1"><validity fromLane="-2" toLane="-1"/></signal>'
     )
     road1 = _road(1, 0, 0, None, 2 if connected else None, lane_change, sign)
-    road2 = _road(2, 60, 0, 1, None, lane_change, "") if connected else _road(2, 0, 40, None, None, lane_change, "")
+    road2 = (
+        _road(2, 60, 0, 1, None, lane_change, "")
+        if connected
+        else _road(2, 0, 40, None, None, lane_change, "")
+    )
     text = f"""<?xml version="1.0" standalone="yes"?><OpenDRIVE>
 <header revMajor="1" revMinor="4" name="Tiny" version="1"/>{road1}{road2}</OpenDRIVE>"""
     return carla.Map("Tiny", text)
@@ -124,11 +134,15 @@ def test_given_the_dev_routes_when_planned_then_every_keypoint_lies_within_1m_of
     print("\nroute  town      keypoints  dense m  max keypoint distance m")
     for rid, distance in worst.items():
         route = dev_routes[rid]
-        print(f"{rid:>6} {route.town:<9} {len(route.keypoints):>9} {route.dense.length_m:>8.1f} {distance:>8.3f}")
+        print(
+            f"{rid:>6} {route.town:<9} {len(route.keypoints):>9} {route.dense.length_m:>8.1f} {distance:>8.3f}"
+        )
     assert max(worst.values()) < 1.0, worst
 
 
-def test_given_the_dev_routes_then_dense_arrays_are_complete_and_1m_apart(dev_routes: dict[str, Route]) -> None:
+def test_given_the_dev_routes_then_dense_arrays_are_complete_and_1m_apart(
+    dev_routes: dict[str, Route],
+) -> None:
     for route in dev_routes.values():
         dense = route.dense
         assert isinstance(dense, DenseRoute)
@@ -188,7 +202,9 @@ def test_given_keypoints_inside_junctions_when_replanned_from_the_dense_route_th
         dense = route.dense
         keypoints = np.vstack([dense.xyz[::2], dense.xyz[-1:]])
         again = plan_route(_route(keypoints.tolist(), route.town, route.id), library.load(route.town))
-        tolerance = 2.0 if route.id in LANE_CHANGE_ROUTES else 0.05  # keypoints on a lane change move to a lane
+        tolerance = (
+            2.0 if route.id in LANE_CHANGE_ROUTES else 0.05
+        )  # keypoints on a lane change move to a lane
         assert polyline_distance(dense.xyz, again.xyz).max() < tolerance, route.id
         assert set(again.commands.tolist()) == set(dense.commands.tolist()), route.id
 
@@ -240,7 +256,7 @@ def test_given_two_lanes_with_a_broken_line_then_lane_changes_get_their_commands
     assert right.lane_id[0] == -1 and right.lane_id[-1] == -2
     # The lane change ends at the keypoint after it at the latest, and starts at most 10 m before.
     change = np.flatnonzero(right.commands == RoadOption.CHANGELANERIGHT)
-    assert 5.0 <= right.xyz[change[0], 0] and right.xyz[change[-1], 0] <= 30.0
+    assert right.xyz[change[0], 0] >= 5.0 and right.xyz[change[-1], 0] <= 30.0
     assert right.xyz[change[-1], 0] - right.xyz[change[0], 0] <= 10.0 + 1.0
 
 
@@ -278,7 +294,9 @@ def test_given_two_disconnected_roads_then_a_keypoint_on_the_other_road_is_unrea
 def test_given_a_keypoint_in_the_middle_of_nowhere_then_the_error_gives_its_distance() -> None:
     cmap = tiny_map()
 
-    with pytest.raises(RouteError, match=r"route t1: keypoint 1 \(30.0, 60.0, 0.0\) is 54.8 m from the nearest"):
+    with pytest.raises(
+        RouteError, match=r"route t1: keypoint 1 \(30.0, 60.0, 0.0\) is 54.8 m from the nearest"
+    ):
         plan_route(_route([[5, 1.75, 0], [30, 60, 0], [50, 1.75, 0]]), cmap)
 
 
@@ -297,7 +315,7 @@ def test_given_a_keypoint_on_the_opposite_lane_of_a_real_town_then_it_is_unreach
     location = ahead.transform.location
     keypoints = np.vstack([route.keypoints[:11], [[location.x, location.y, location.z]]])
 
-    with pytest.raises(RouteError, match="route opp: keypoint 11 .* cannot be reached from keypoint 10"):
+    with pytest.raises(RouteError, match=r"route opp: keypoint 11 .* cannot be reached from keypoint 10"):
         plan_route(_route(keypoints.tolist(), "Town01", "opp"), cmap)
 
 
@@ -325,6 +343,9 @@ def test_given_a_point_beside_the_route_then_locate_finds_its_index_and_lateral_
     index, lateral = locate_on_route(dense, (40.2, 2.75), start_index=10, window=50)
 
     assert index == 35 and lateral == pytest.approx(1.0)
-    assert locate_on_route(dense, (40.2, 2.75), start_index=0, window=5) == (5, pytest.approx(math.hypot(30.2, 1.0)))
+    assert locate_on_route(dense, (40.2, 2.75), start_index=0, window=5) == (
+        5,
+        pytest.approx(math.hypot(30.2, 1.0)),
+    )
     assert locate_on_route(dense, (10.0, 1.75), start_index=60, window=10)[0] == 60  # never searches back
     assert locate_on_route(dense, (500.0, 1.75), start_index=len(dense) - 1)[0] == len(dense) - 1

@@ -9,9 +9,17 @@ import pytest
 
 from carla_bridge.errors import RouteFileError
 from carla_bridge.route import DEFAULT_WEATHER_ATTRIBUTES, Route
-from carla_bridge.route_xml import TEXT_SOURCE_NAME, parse_routes, select_routes, split_route_ids, write_routes
+from carla_bridge.route_xml import (
+    TEXT_SOURCE_NAME,
+    parse_routes,
+    select_routes,
+    split_route_ids,
+    write_routes,
+)
 
-BUILTIN_ROUTE_FILES = sorted((Path(__file__).resolve().parents[1] / "carla_bridge/assets/routes").glob("*.xml"))
+BUILTIN_ROUTE_FILES = sorted(
+    (Path(__file__).resolve().parents[1] / "carla_bridge/assets/routes").glob("*.xml")
+)
 
 RICH_XML = """<?xml version='1.0' encoding='utf-8'?>
 <routes>
@@ -138,7 +146,10 @@ BAD_INPUTS = {
     "nan": (_route('<waypoints><position x="nan" y="0" z="0"/></waypoints>'), "x='nan'"),
     "missing z": (_route('<waypoints><position x="1" y="0"/></waypoints>'), "no 'z' attribute"),
     "no trigger": (
-        _route(WAYPOINTS + '<scenarios><scenario name="A_1" type="A"><distance value="3"/></scenario></scenarios>'),
+        _route(
+            WAYPOINTS
+            + '<scenarios><scenario name="A_1" type="A"><distance value="3"/></scenario></scenarios>'
+        ),
         "scenario 'A_1' has no <trigger_point",
     ),
     "bad weather": (

@@ -96,17 +96,13 @@ class TrafficModel:
         self.max_hops = self.steps * stride + 1
         self.hop_nodes, self.hop_dist = graph.hop_tables(self.max_hops)
         self._hops = (np.arange(1, self.steps + 1) * stride)[None, :]  # (1, K)
-        cols = np.arange(1, self.steps + 1) * stride
-        self._path_nodes = np.ascontiguousarray(self.hop_nodes[:, cols]).astype(np.int64)
-        self._path_dist = np.ascontiguousarray(self.hop_dist[:, cols]).astype(np.float64)
-        self._default_succ = np.where(
-            np.diff(graph.succ_ptr) > 0, graph.succ_idx[np.minimum(graph.succ_ptr[:-1], max(len(graph.succ_idx) - 1, 0))], -1
-        ).astype(np.int64)
+        self._rem1 = (graph.seg_start[graph.seg] + graph.seg_count[graph.seg] - np.arange(graph.num_nodes)).astype(
+            np.int64
+        )  # hops from a node to its lane end + 1
         self._inv_2sqrt_ab = 1.0 / (2.0 * math.sqrt(idm.max_accel_mps2 * idm.comfort_decel_mps2))
         self._snap_gap = idm.stop_snap_m + idm.stop_line_gap_m
         self._inv_amax = 1.0 / idm.max_accel_mps2
         self._dist_to_end = graph.seg_length[graph.seg] - graph.node_s
-        self._lookahead = float(self.steps * stride * graph.spacing_m) + 2.0
         self._inv_2b = 1.0 / (2.0 * idm.comfort_decel_mps2)
         self._inv_dmax = 1.0 / idm.max_decel_mps2
         self._xyz = np.column_stack([graph.xy, graph.z])
@@ -321,19 +317,24 @@ class TrafficModel:
         marked = self._mark_obstacles(obstacles, n) if obstacles.xy.shape[0] else None
         hl_all = hl if marked is None else np.concatenate([hl, np.full(obstacles.xy.shape[0], 0.5 * g.spacing_m)])
 
-        # 2. leader: first occupied node along the path (default successors; own choice where it differs)
-        path = self._path_nodes[node]
-        pdist = self._path_dist[node]
-        odd = (self._dist_to_end[node] < self._lookahead) & (self.choice != self._default_succ[g.seg[node]])
-        if np.count_nonzero(odd):
-            self._own_choice_paths(np.flatnonzero(odd), path, pdist)
+        # 2. leader: first occupied node along the own path. Hop h < rem + 1 stays in the lane
+        #    (node h hops on); later hops continue from the chosen successor's first node.
+        rem1 = self._rem1[node][:, None]
+        hops = self._hops
+        in_lane = hops < rem1
+        base = np.where(in_lane, node[:, None], g.seg_start[self.choice][:, None])
+        col = np.where(in_lane, hops, hops - rem1)
+        path = self.hop_nodes[base, col]
         hit = occ[path]
-        found = hit >= 0
-        first = found.argmax(axis=1)
-        has = found[rows, first]
+        first = (hit >= 0).argmax(axis=1)
         lead = hit[rows, first]
+        has = lead >= 0
         lead_node = path[rows, first]
-        gap_lead = pdist[rows, first] + occ_off[lead_node] - pos - hl - hl_all[lead]
+        beyond = ~in_lane[rows, first]
+        pd = self.hop_dist[base[rows, first], col[rows, first]] + beyond * self._dist_to_end[node]
+        if np.count_nonzero(self.choice < 0):  # dead end: nothing lies beyond the lane end
+            pd[beyond & (self.choice < 0)] = np.inf
+        gap_lead = pd + occ_off[lead_node] - pos - hl - hl_all[lead]
         gap_lead[~has] = np.inf
         v_lead = occ_v[lead_node]
 
@@ -377,25 +378,6 @@ class TrafficModel:
             r = np.arange(n, dtype=np.int32)
             self._rows_cache = r
         return r
-
-    def _own_choice_paths(self, idx: np.ndarray, path: np.ndarray, pdist: np.ndarray) -> None:
-        """Rewrite the scan rows of vehicles whose chosen successor is not the default one."""
-        g = self.g
-        node = self.node[idx]
-        last = self._last[g.seg[node]]
-        rem = (last - node)[:, None]
-        hops = self._hops
-        in_lane = hops <= rem
-        j = np.minimum(np.maximum(hops - rem - 1, 0), self.max_hops)
-        ch = self.choice[idx]
-        start = g.seg_start[np.maximum(ch, 0)].astype(np.int64)[:, None]
-        own = np.minimum(node[:, None] + hops, last[:, None])
-        dist_end = (g.node_s[last] + g.edge_len[last] - g.node_s[node])[:, None]
-        p = np.where(in_lane, own, self.hop_nodes[start, j])
-        d = np.where(in_lane, g.node_s[own] - g.node_s[node][:, None], dist_end + self.hop_dist[start, j])
-        d[(ch < 0)[:, None] & ~in_lane] = np.inf
-        path[idx] = p
-        pdist[idx] = d
 
     def _entry_logic(self, entry, pos, hl, v, gap_lead, time_s, signals: SignalState, ego_busy) -> np.ndarray:
         """Gap to the stop target per vehicle (inf when it may pass); updates stop-sign and reservation state."""

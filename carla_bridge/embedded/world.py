@@ -35,6 +35,9 @@ EGO_COMMIT_MIN_SPEED_MPS = 1.0
 FIRST_ACTOR_ID = 1  # actor ids start here on every reset (the ego has no id in the snapshot)
 _EGO_IDS = np.array([EGO_OBSTACLE_ID], np.int64)
 _NO_SEGMENTS = np.zeros(0, np.int64)
+SPAWN_RETRY_MOVE_M = 15.0  # after a spawn round placed nothing, retry once the ego moved this far
+SPAWN_RETRY_S = 5.0  # or this much later
+SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
 
 
 def locate_on_dense(dense: DenseRoute, xy: np.ndarray, start: int, window_m: float) -> tuple[int, float]:
@@ -94,6 +97,8 @@ class World:
         self.scripted = ScriptedActors()
         self.no_spawn = np.zeros(graph.num_nodes, bool)  # nodes scenarios keep free of background traffic
         self._spawn_period = max(1, round(cfg.traffic.density_check_period_s / dt))
+        self._spawn_failed_at: tuple[float, float, float] | None = None
+        self._spawn_cache: tuple[float, float, np.ndarray] | None = None
 
         # ego at the start of the dense route
         d = self.dense
@@ -348,6 +353,27 @@ class World:
         nodes = self.route_nodes[max(self.route_index - 5, 0) : i1 + 1]
         return nodes[nodes >= 0]
 
+    def _spawn_backoff(self, ego: np.ndarray) -> bool:
+        f = self._spawn_failed_at
+        if f is None:
+            return False
+        if (ego[0] - f[0]) ** 2 + (ego[1] - f[1]) ** 2 > SPAWN_RETRY_MOVE_M**2 or self.time_s - f[2] > SPAWN_RETRY_S:
+            self._spawn_failed_at = None
+            return False
+        return True
+
+    def _spawn_ring(self, ego: np.ndarray, radius: float) -> np.ndarray:
+        """Non-junction lane nodes within `radius` of the ego (candidates cached while the ego moves little)."""
+        c = self._spawn_cache
+        if c is None or (ego[0] - c[0]) ** 2 + (ego[1] - c[1]) ** 2 > SPAWN_CACHE_MOVE_M**2:
+            g = self.graph
+            near = g.nodes_near(ego, radius + SPAWN_CACHE_MOVE_M)
+            c = (float(ego[0]), float(ego[1]), near[g.junction_id[near] < 0])
+            self._spawn_cache = c
+        nodes = c[2]
+        d = self.graph.xy[nodes] - ego
+        return nodes[d[:, 0] * d[:, 0] + d[:, 1] * d[:, 1] <= radius * radius]
+
     def target_vehicle_count(self, candidate_nodes: np.ndarray) -> int:
         cfg = self.cfg.traffic
         if cfg.density_per_100m > 0:
@@ -369,10 +395,11 @@ class World:
                 t.keep(~drop)
         if not cfg.enabled:
             return
-        cand = g.nodes_near(ego, cfg.spawn_radius_m)
-        cand = cand[g.junction_id[cand] < 0]
+        if not initial and self._spawn_backoff(ego):
+            return
+        cand = self._spawn_ring(ego, cfg.spawn_radius_m)
         target = self.target_vehicle_count(cand)
-        have = int(t.managed.sum())
+        have = int(np.count_nonzero(t.managed))
         need = target - have
         if need <= 0 or cand.size == 0:
             return
@@ -409,6 +436,8 @@ class World:
             t.add(self.next_actor_id(), node, bp, speed, ActorRole.BACKGROUND, True, factor)
             occupied = np.concatenate([occupied, p[None]])
             placed += 1
+        if placed == 0:  # nowhere to put one: do not search again until the ego moved or time passed
+            self._spawn_failed_at = (float(ego[0]), float(ego[1]), self.time_s)
 
     def manage_walkers(self, initial: bool) -> None:
         cfg = self.cfg.walkers
