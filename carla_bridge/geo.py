@@ -106,7 +106,7 @@ def gps_to_location(
 
 
 def gps_route(dense: DenseRoute, lat_ref: float, lon_ref: float) -> list[tuple[dict[str, float], RoadOption]]:
-    """The leaderboard's `gps_route` for `set_global_plan`: ({'lat', 'lon', 'z'}, RoadOption) per dense point."""
+    """The leaderboard's `gps_route` for `set_global_plan`: ({'lat', 'lon', 'z'}, RoadOption) per point."""
     coordinates = locations_to_gps(dense.xyz, lat_ref, lon_ref)
     return [
         ({"lat": float(lat), "lon": float(lon), "z": float(z)}, RoadOption(int(command)))

@@ -86,7 +86,7 @@ class MapLibrary:
         return dirs
 
     def find(self, town: str) -> Path:
-        """The OpenDRIVE file of `town` (exact stem first, then ignoring case) in the first folder holding it."""
+        """The OpenDRIVE file of `town` in the first folder holding it (exact stem first, then any case)."""
         name = canonical_town(town)
         dirs = self.search_dirs()
         if name:
@@ -141,11 +141,13 @@ class MapLibrary:
                 cmap = carla.Map(name, text)
             except RuntimeError as exc:
                 raise InvalidMapError(
-                    f"{path} is not a valid OpenDRIVE file (carla.Map: {exc}): replace it with the town's .xodr"
+                    f"{path} is not a valid OpenDRIVE file (carla.Map: {exc}): "
+                    "replace it with the town's .xodr"
                 ) from exc
             if not cmap.get_topology() and not cmap.generate_waypoints(LANE_SURVEY_SPACING_M):
                 raise InvalidMapError(
-                    f"{path} has no drivable lanes (carla.Map found no road topology nor lanes): is it an OpenDRIVE "
+                    f"{path} has no drivable lanes (carla.Map found no road topology nor lanes): "
+                    "is it an OpenDRIVE "
                     "export of the town? Replace it with the town's .xodr"
                 )
             self._maps[name] = cmap

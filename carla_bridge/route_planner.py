@@ -3,17 +3,19 @@
 The leaderboard turns a route's keypoints into the dense route an agent follows by running CARLA's
 GlobalRoutePlanner between consecutive keypoints at a 1 m hop. This module does the same, offline:
 
-1. Lane graph (`LaneGraph`, built once per map and cached): every driving lane section of
-   `cmap.get_topology()` sampled every `sampling_resolution_m` along the lane (plus its exact end).
-   Edges: sample -> next sample, lane end -> first sample of each successor lane (topology), and
-   lane changes to the parallel same-direction driving lane where the lane marking permits it
-   (`waypoint.lane_change`, as CARLA's `_lane_change_link`; none inside junctions).
+1. Lane graph (`LaneGraph`, built once per map and cached): every driving lane section of the map
+   (those of `cmap.get_topology()`, plus lanes linked to nothing, which the topology leaves out)
+   sampled every `sampling_resolution_m` along the lane, plus its exact end. Edges: sample -> next
+   sample, lane end -> first sample of each successor lane (topology), and lane changes into the
+   parallel same-direction driving lane where the lane marking permits (`waypoint.lane_change`, as
+   CARLA's `_lane_change_link`; none inside junctions). A lane change goes from a point of a lane
+   to any point of the neighbour lane up to `lane_change_max_length_m` ahead along the lane.
 2. Localisation: each keypoint is projected onto the nearby lane polylines. Where lanes overlap (the
    connectors at a junction entry) every lane within `lane_candidate_margin_m` of the nearest stays
    a candidate, and the choice is made for the whole route (Viterbi over keypoints), so that a
    keypoint at a junction entry lands on the connector the route actually takes.
 3. A* between consecutive keypoints (edge cost = metres driven, plus `lane_change_cost_m` per lane
-   change; heuristic = straight-line distance, which is admissible and consistent).
+   change; heuristic = straight-line distance to the nearest candidate, admissible and consistent).
 4. The resulting polyline is resampled at `hop_resolution_m` and annotated like CARLA's
    `trace_route`: LANEFOLLOW on lanes; CHANGELANELEFT/RIGHT on lane changes; LEFT/RIGHT/STRAIGHT on
    the whole junction crossing, from the angle between the heading at the junction entry and at its
@@ -23,7 +25,7 @@ GlobalRoutePlanner between consecutive keypoints at a 1 m hop. This module does 
    the route (or found upstream of the start) holds; `default_speed_limit_kmh` before any sign.
 
 Coordinates are CARLA world coordinates (left-handed: x forward/east, y right/south); yaw in the
-dense route is `radians(transform.rotation.yaw)`.
+dense route is the lane heading `radians(transform.rotation.yaw)`, also along lane changes.
 """
 
 from __future__ import annotations
@@ -70,11 +72,44 @@ class PlannerConfig:
     lane_change_cost_m: float = 10.0  # extra cost of one lane change, so routes do not weave
     lane_change_max_length_m: float = 10.0  # longest lane-change manoeuvre, along the lane
     turn_threshold_deg: float = 35.0  # CARLA _turn_decision: smaller heading change = STRAIGHT
-    alternative_slack_m: float = 5.0  # also cost the other candidate lanes up to this much dearer
+    alternative_slack_m: float = 5.0  # cost a keypoint's other candidate lanes up to one lane change + this
     max_detour_ratio: float = 3.0  # a keypoint must be reachable within ratio * straight distance ...
     max_detour_slack_m: float = 200.0  # ... + this slack, else it counts as unreachable
     default_speed_limit_kmh: float = 30.0  # CARLA's urban default where no speed sign applies
     speed_limit_lookback_m: float = 500.0  # how far upstream of the start a speed sign is looked for
+
+    def validate(self) -> None:
+        """Raise PlannerConfigError naming the first setting out of range."""
+        positive = (
+            "sampling_resolution_m",
+            "hop_resolution_m",
+            "max_keypoint_offset_m",
+            "lane_change_max_length_m",
+            "turn_threshold_deg",
+            "max_detour_ratio",
+            "default_speed_limit_kmh",
+        )
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise PlannerConfigError(
+                    f"planner.{name} must be > 0 (got {getattr(self, name)}): fix conf/maps.yaml"
+                )
+        for name in (
+            "keypoint_height_tolerance_m",
+            "lane_candidate_margin_m",
+            "lane_change_cost_m",
+            "alternative_slack_m",
+            "max_detour_slack_m",
+            "speed_limit_lookback_m",
+        ):
+            if not getattr(self, name) >= 0:
+                raise PlannerConfigError(
+                    f"planner.{name} must be >= 0 (got {getattr(self, name)}): fix conf/maps.yaml"
+                )
+
+
+class PlannerConfigError(TakeoverError):
+    """A route-planner setting is out of range."""
 
 
 @dataclass(frozen=True)
@@ -650,7 +685,7 @@ def _vertex_commands(graph: LaneGraph, path: _Path, config: PlannerConfig) -> np
 
 
 def _initial_speed_limit(graph: LaneGraph, node: int, config: PlannerConfig) -> float:
-    """km/h of the nearest speed sign upstream of sample `node` (inclusive) along the lanes, or the default."""
+    """km/h of the nearest speed sign upstream of sample `node` (inclusive) along the lanes, else default."""
     seen: dict[int, float] = {node: 0.0}
     heap = [(0.0, node)]
     while heap:
@@ -724,7 +759,11 @@ def plan_route(route: Route, cmap: carla.Map, config: PlannerConfig | None = Non
     in the direction of travel within the detour bound.
     """
     config = config or PlannerConfig()
+    config.validate()
     keypoints = np.asarray(route.keypoints, dtype=np.float64).reshape(-1, 3)
+    not_finite = np.flatnonzero(~np.isfinite(keypoints).all(axis=1))
+    if not_finite.size:
+        raise RouteError(route.id, f"keypoint {not_finite[0]} has a non-finite coordinate: fix the route")
     distinct = [0] + [
         i
         for i in range(1, len(keypoints))
@@ -768,8 +807,6 @@ def prepare_routes(
     for route in routes:
         try:
             cmap = maps.load(route.town)
-        except RouteError:
-            raise
         except TakeoverError as exc:
             raise RouteError(route.id, str(exc)) from exc
         route.dense = plan_route(route, cmap, config)

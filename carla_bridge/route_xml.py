@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TEXT_SOURCE_NAME = "<route XML text>"  # how errors name a file given as text
 DEFAULT_WEATHER_PERCENTAGES: tuple[float, float] = (0.0, 100.0)  # leaderboard keyframes when none given
 INDENT = "  "  # two spaces per level, like Bench2Drive's files
+UTF8_BOM = b"\xef\xbb\xbf"
 _XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
 
@@ -69,8 +70,11 @@ class _Context:
         return RouteFileError(f"{where}: {problem}")
 
 
-def _read_source(source: str | Path) -> tuple[str, str]:
-    """(XML text, name for messages) from a path or from XML text."""
+def _read_source(source: str | Path) -> tuple[str | bytes, str]:
+    """(XML text or file bytes, name for messages) from a path or from XML text.
+
+    Files are read as bytes so that expat honours the encoding their XML declaration names.
+    """
     if isinstance(source, str) and source.lstrip().startswith("<"):
         return source, TEXT_SOURCE_NAME
     path = Path(source).expanduser()
@@ -81,19 +85,15 @@ def _read_source(source: str | Path) -> tuple[str, str]:
     if not path.is_file():
         raise RouteFileError(f"route file {path} is not a file: pass the path of a route XML file")
     try:
-        return path.read_text(encoding="utf-8"), str(path)
-    except UnicodeDecodeError as exc:
-        raise RouteFileError(
-            f"{path} is not a text XML file ({exc.reason} at byte {exc.start}): pass a route XML file"
-        ) from exc
+        return path.read_bytes(), str(path)
     except OSError as exc:
         raise RouteFileError(f"cannot read route file {path}: {exc.strerror}") from exc
 
 
-def _parse_xml(text: str, ctx: _Context) -> _Element:
+def _parse_xml(text: str | bytes, ctx: _Context) -> _Element:
     """Parse `text` into an element tree with line numbers, or raise RouteFileError with the line."""
-    stripped = text.lstrip("\ufeff \t\r\n")
-    if not stripped.startswith("<"):
+    head = text[:1024].encode() if isinstance(text, str) else text[:1024]
+    if not head.removeprefix(UTF8_BOM).lstrip().startswith(b"<"):
         raise RouteFileError(
             f"{ctx.name} is not an XML file (it does not start with '<'): pass a leaderboard route XML"
         )
@@ -194,7 +194,7 @@ def _parse_scenario(scenario_el: _Element, ctx: _Context, route_id: str) -> Scen
         )
     if len(triggers) > 1:
         log.warning(
-            "%s:%d: route %s: scenario '%s' has %d trigger points; only the first is used (as the leaderboard)",
+            "%s:%d: route %s: scenario '%s' has %d trigger points; the first is used (as the leaderboard)",
             ctx.name,
             scenario_el.line,
             route_id,

@@ -72,8 +72,12 @@ class LongitudinalController:
         self._integral = 0.0
         self._a_prev = 0.0
 
-    def step(self, speed: float, target: float) -> tuple[float, float, float]:
-        """(throttle, brake, commanded acceleration) for the current speed and target speed (m/s)."""
+    def step(self, speed: float, target: float, stop_accel: float | None = None) -> tuple[float, float, float]:
+        """(throttle, brake, commanded acceleration) for the current speed and target speed (m/s).
+
+        A zero target says "stop" but not how hard: `stop_accel` (m/s^2, negative) is the planner's
+        deceleration demand then, and the command is never softer than it.
+        """
         cfg = self.cfg
         if target <= 0.0 and speed < cfg.stop_speed_mps:
             self._integral = 0.0
@@ -87,7 +91,7 @@ class LongitudinalController:
         a = err / cfg.track_time_constant_s + cfg.ki * self._integral
         if target <= 0.0:
             # A zero target is a stop demand: never command less than a firm stop.
-            a = min(a, -speed / cfg.track_time_constant_s)
+            a = min(a, -speed / cfg.track_time_constant_s, stop_accel if stop_accel is not None else 0.0)
         a = min(max(a, -cfg.max_decel_mps2), cfg.max_accel_mps2)
         if a > -cfg.emergency_decel_mps2:
             # Braking may build faster than it is released: comfort never delays a needed stop much.

@@ -201,6 +201,7 @@ class PDMLiteExpert:
         s_win = route.s0_m + np.arange(w0, w1) * route.spacing_m
         offset = lat.offset(s_win)
         o_e = float(np.interp(s_e, s_win, offset))
+        planned_offset = o_e
         offset = offset + (d_e - o_e) * (1.0 - cosine_ramp((s_win - s_e) / cfg.obstacles.blend_length_m))
         path_xy = route.xy[w0:w1] + offset[:, None] * route.normal(np.arange(w0, w1))
 
@@ -209,8 +210,6 @@ class PDMLiteExpert:
         if lat.speed_cap_mps < v0:
             v0 = lat.speed_cap_mps
             reason0 = Reason.OBSTACLE
-        if lat.cap_reason == "emergency_vehicle":
-            reason0 = Reason.EMERGENCY_VEHICLE
 
         hz = _Hazards.empty()
         in_path = self._in_path_hazards(frame, ego_r, lat, s_win, offset, hz)
@@ -222,8 +221,8 @@ class PDMLiteExpert:
             hz.add(lat.wait_s - ego_r.s_front, 0.0, p, reason, lat.wait_actor)
 
         a, reason, reason_actor, is_line = self._idm(v, v0, hz, reason0)
-        if reason0 == Reason.EMERGENCY_VEHICLE and reason in (Reason.CRUISE, Reason.SPEED_LIMIT):
-            reason = Reason.EMERGENCY_VEHICLE
+        if lat.yielding_to >= 0 and reason in (Reason.CRUISE, Reason.SPEED_LIMIT, Reason.CURVE):
+            reason, reason_actor = Reason.EMERGENCY_VEHICLE, lat.yielding_to
         if is_line and a < 0.0 and v < cfg.idm.line_snap_speed_mps:
             k = int(np.argmin(hz.gap)) if hz.gap else -1
             if k >= 0 and hz.gap[k] < hz.s0[k] + cfg.idm.line_snap_gap_m:
@@ -245,7 +244,7 @@ class PDMLiteExpert:
         aim = aim_distance(v, cfg.lateral)
         j = min(max(int((s_e + aim - s_win[0]) / route.spacing_m), 0), len(path_xy) - 1)
         steer = self.lateral.step(x, y, yaw, float(path_xy[j, 0]), float(path_xy[j, 1]))
-        throttle, brake, _ = self.longitudinal.step(v, target)
+        throttle, brake, _ = self.longitudinal.step(v, target, a)
         control = Control(throttle=throttle, steer=steer, brake=brake)
 
         waypoints, speeds = self._plan_waypoints(v, v0, a, hz, s_e, s_win, path_xy)
@@ -257,7 +256,7 @@ class PDMLiteExpert:
             reason=reason,
             reason_actor_id=reason_actor,
             hazard=forecast,
-            lateral_offset_m=float(np.interp(s_e, s_win, offset)),
+            lateral_offset_m=planned_offset,
             dt_s=cfg.plan_dt_s,
         )
 

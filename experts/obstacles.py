@@ -71,6 +71,7 @@ class LateralPlan:
     cap_reason: str = ""  # "emergency_vehicle" | "obstacle"
     passing_ids: frozenset[int] = field(default_factory=frozenset)  # obstacles being driven around
     lane_change_active: bool = False  # the ego is or will soon be borrowing another lane
+    yielding_to: int = -1  # emergency vehicle the ego is making room for
 
     def offset(self, s: np.ndarray) -> np.ndarray:
         """Planned offset at s: the bump of largest magnitude wins where bumps overlap."""
@@ -135,9 +136,11 @@ class ObstaclePlanner:
             if man.kind == NeighbourLane.OPPOSITE:
                 cap, cap_reason = self.cfg.overtake_speed_mps, "obstacle"
         ev = self._plan_emergency(route, frame, ego, cruise_mps)
+        yielding = -1
         if ev is not None:
             bumps.append(ev.bump)
             lane_change = True
+            yielding = -1 if ev.released else next(iter(ev.ids))
         dodge = self._plan_invading(frame, ego)
         if dodge is not None:
             bumps.append(dodge)
@@ -151,6 +154,7 @@ class ObstaclePlanner:
             cap_reason=cap_reason,
             passing_ids=passing,
             lane_change_active=lane_change,
+            yielding_to=yielding,
         )
 
     # ------------------------------------------------------------------ blocked lanes

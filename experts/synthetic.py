@@ -172,9 +172,11 @@ def snapshot(
 
 
 def point_on_route(route: Route, s_m: float, lateral_m: float = 0.0) -> tuple[float, float, float]:
-    """(x, y, yaw) at arc length s of a dense route, `lateral_m` to the right of it."""
+    """(x, y, yaw) at arc length s of a dense route (linear between points), `lateral_m` to its right."""
     d = route.dense
-    i = int(np.clip(np.searchsorted(d.s, s_m), 0, len(d) - 1))
-    yaw = float(d.yaw[i])
-    x, y = float(d.xyz[i, 0]), float(d.xyz[i, 1])
+    i = int(np.clip(np.searchsorted(d.s, s_m, side="right") - 1, 0, len(d) - 2))
+    w = float(np.clip((s_m - d.s[i]) / max(d.s[i + 1] - d.s[i], 1e-9), 0.0, 1.0))
+    x = float(d.xyz[i, 0] + w * (d.xyz[i + 1, 0] - d.xyz[i, 0]))
+    y = float(d.xyz[i, 1] + w * (d.xyz[i + 1, 1] - d.xyz[i, 1]))
+    yaw = math.atan2(d.xyz[i + 1, 1] - d.xyz[i, 1], d.xyz[i + 1, 0] - d.xyz[i, 0])
     return x - lateral_m * math.sin(yaw), y + lateral_m * math.cos(yaw), yaw

@@ -22,13 +22,14 @@ from carla_bridge.maps import (
 
 ONE_ROAD_XODR = """<?xml version="1.0" standalone="yes"?>
 <OpenDRIVE>
-  <header revMajor="1" revMinor="4" name="{name}" version="1"/>
+  <header revMajor="1" revMinor="4" name="{name}" version="1"><geoReference>+lat_0=0</geoReference></header>
   <road name="r1" length="40" id="1" junction="-1">
     <link/>
     <planView><geometry s="0" x="0" y="0" hdg="0" length="40"><line/></geometry></planView>
     <lanes><laneSection s="0">
       <center><lane id="0" type="none" level="false"/></center>
-      <right><lane id="-1" type="driving" level="false"><width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane></right>
+      <right><lane id="-1" type="driving" level="false">
+        <width sOffset="0" a="3.5" b="0" c="0" d="0"/></lane></right>
     </laneSection></lanes>
   </road>
 </OpenDRIVE>

@@ -15,6 +15,7 @@ from carla_bridge.route import DenseRoute, RoadOption, Route
 from carla_bridge.route_planner import (
     KMH_TO_MS,
     PlannerConfig,
+    PlannerConfigError,
     lane_graph,
     locate_on_route,
     plan_route,
@@ -79,8 +80,8 @@ def _road(
     road_links = (
         f'<predecessor elementType="road" elementId="{pred}" contactPoint="end"/>' if pred else ""
     ) + (f'<successor elementType="road" elementId="{succ}" contactPoint="start"/>' if succ else "")
-    broken = f'<roadMark sOffset="0" type="broken" weight="standard" color="standard" width="0.15" laneChange="{change}"/>'
-    solid = '<roadMark sOffset="0" type="solid" weight="standard" color="standard" width="0.15" laneChange="none"/>'
+    mark = '<roadMark sOffset="0" type="{}" weight="standard" color="standard" width="0.15" laneChange="{}"/>'
+    broken, solid = mark.format("broken", change), mark.format("solid", "none")
     return f"""<road name="r{rid}" length="60" id="{rid}" junction="-1"><link>{road_links}</link>
 <planView><geometry s="0" x="{x0}" y="{y0}" hdg="0" length="60"><line/></geometry></planView>
 <lanes><laneSection s="0"><center><lane id="0" type="none" level="false">{solid}</lane></center>
@@ -92,8 +93,9 @@ def tiny_map(connected: bool = True, lane_change: str = "both") -> carla.Map:
     """Road 1: x 0..60, lanes -1 (CARLA y=1.75) and -2 (y=5.25), speed sign 50 at s=20. Road 2: x 60..120
     (after road 1) or, when not connected, x 0..60 at CARLA y=-40 linked to nothing."""
     sign = (
-        '<signal s="20" t="-8" id="9" name="Speed_50" dynamic="no" orientation="+" zOffset="0" country="OpenDRIVE" '
-        'type="274" subtype="50" value="50" unit="mph" height="1" width="1"><validity fromLane="-2" toLane="-1"/></signal>'
+        '<signal s="20" t="-8" id="9" name="Speed_50" dynamic="no" orientation="+" zOffset="0" '
+        'country="OpenDRIVE" type="274" subtype="50" value="50" unit="mph" height="1" width="1">'
+        '<validity fromLane="-2" toLane="-1"/></signal>'
     )
     road1 = _road(1, 0, 0, None, 2 if connected else None, lane_change, sign)
     road2 = (
@@ -102,7 +104,8 @@ def tiny_map(connected: bool = True, lane_change: str = "both") -> carla.Map:
         else _road(2, 0, 40, None, None, lane_change, "")
     )
     text = f"""<?xml version="1.0" standalone="yes"?><OpenDRIVE>
-<header revMajor="1" revMinor="4" name="Tiny" version="1"/>{road1}{road2}</OpenDRIVE>"""
+<header revMajor="1" revMinor="4" name="Tiny" version="1">
+<geoReference>+lat_0=0 +lon_0=0</geoReference></header>{road1}{road2}</OpenDRIVE>"""
     return carla.Map("Tiny", text)
 
 
@@ -135,7 +138,8 @@ def test_given_the_dev_routes_when_planned_then_every_keypoint_lies_within_1m_of
     for rid, distance in worst.items():
         route = dev_routes[rid]
         print(
-            f"{rid:>6} {route.town:<9} {len(route.keypoints):>9} {route.dense.length_m:>8.1f} {distance:>8.3f}"
+            f"{rid:>6} {route.town:<9} {len(route.keypoints):>9} "
+            f"{route.dense.length_m:>8.1f} {distance:>8.3f}"
         )
     assert max(worst.values()) < 1.0, worst
 
@@ -303,6 +307,16 @@ def test_given_a_keypoint_in_the_middle_of_nowhere_then_the_error_gives_its_dist
 def test_given_a_single_keypoint_then_planning_says_two_are_needed() -> None:
     with pytest.raises(RouteError, match="at least two distinct keypoints"):
         plan_route(_route([[5, 1.75, 0], [5, 1.75, 0]]), tiny_map())
+
+
+def test_given_a_non_finite_keypoint_then_planning_names_it() -> None:
+    with pytest.raises(RouteError, match="keypoint 1 has a non-finite coordinate"):
+        plan_route(_route([[5, 1.75, 0], [math.nan, 1.75, 0]]), tiny_map())
+
+
+def test_given_an_out_of_range_setting_then_planning_names_it() -> None:
+    with pytest.raises(PlannerConfigError, match=r"planner.hop_resolution_m must be > 0 \(got 0.0\)"):
+        plan_route(_route([[5, 1.75, 0], [50, 1.75, 0]]), tiny_map(), PlannerConfig(hop_resolution_m=0.0))
 
 
 def test_given_a_keypoint_on_the_opposite_lane_of_a_real_town_then_it_is_unreachable(

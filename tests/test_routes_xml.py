@@ -183,7 +183,7 @@ def test_given_a_file_that_is_not_xml_then_the_error_says_so(tmp_path: Path, con
     path = tmp_path / "routes.xml"
     path.write_bytes(content)
 
-    with pytest.raises(RouteFileError, match=r"is not (an XML|a text XML) file"):
+    with pytest.raises(RouteFileError, match=r"is not an XML file"):
         parse_routes(path)
 
 
@@ -193,6 +193,17 @@ def test_given_a_bad_file_on_disk_then_the_error_names_the_file_and_line(tmp_pat
 
     with pytest.raises(RouteFileError, match=rf"{path}:3: route 1: <position> y='oops'"):
         parse_routes(path)
+
+
+def test_given_a_latin1_file_with_its_declaration_then_its_text_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.xml"
+    path.write_bytes(
+        _route(WAYPOINTS, 'id="1" town="Town01" note="caf\xe9"')
+        .replace("<routes>", "<?xml version='1.0' encoding='ISO-8859-1'?>\n<routes>", 1)
+        .encode("latin-1")
+    )
+
+    assert parse_routes(path)[0].attributes == {"note": "caf\xe9"}
 
 
 def test_given_a_missing_file_then_the_error_says_so(tmp_path: Path) -> None:

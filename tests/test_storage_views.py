@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from postgres import *  # noqa: F403  (fixtures: db_url, store, clip_root, ...)
 from postgres import make_episode
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 
+from storage.query import run_read_only_query
 from storage.records import CheckpointRecord, RouteRecord
 from storage.store import Store
 
@@ -109,3 +114,21 @@ def test_which_scenario_type_disengages_most_per_km(populated: Store) -> None:
     )
     assert rows[0][0] == "ParkingExit" and rows[0][1] == pytest.approx(5 / 3.5)
     assert rows[1] == ("Accident", pytest.approx(0.0))
+
+
+def _readme_queries() -> list[str]:
+    readme = Path(__file__).resolve().parents[1] / "storage" / "README.md"
+    return re.findall(r"```sql\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+
+
+def test_readme_has_example_queries() -> None:
+    assert len(_readme_queries()) >= 5
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_readme_example_queries_run_read_only(populated: Store, db_url: URL, index: int) -> None:
+    queries = _readme_queries()
+    if index >= len(queries):
+        pytest.skip("fewer examples in the README")
+    result = run_read_only_query(db_url, queries[index])
+    assert result.columns and result.rows, queries[index]

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 MIN_DENSE_POINTS = 2
 
 
+class SimulatorNotResetError(SimulatorError, AttributeError):
+    """Used before reset(). Also an AttributeError so that hasattr()/Protocol checks stay well-behaved."""
+
+
 class EmbeddedSimulator:
     """Closed-loop simulator on carla.Map roads: bicycle-model ego, IDM traffic, lights, walkers, scenarios.
 
@@ -55,14 +59,14 @@ class EmbeddedSimulator:
     @property
     def map(self) -> carla.Map:
         if self._cmap is None:
-            raise SimulatorError("no map loaded yet: call reset(route, seed) first")
+            raise SimulatorNotResetError("no map loaded yet: call reset(route, seed) first")
         return self._cmap
 
     @property
     def world(self) -> World:
         """The internal world (scenario API, tests, tools)."""
         if self._world is None:
-            raise SimulatorError("the simulator is not running: call reset(route, seed) first")
+            raise SimulatorNotResetError("the simulator is not running: call reset(route, seed) first")
         return self._world
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import carla
 import numpy as np
 
 from carla_bridge.embedded.scenarios.base import DONE, RUNNING, Scenario, register
@@ -27,6 +28,7 @@ FLOW_SPAWN_CLEARANCE_M = 10.0
 FLOW_DESPAWN_BEHIND_M = 30.0
 CONE_SPACING_M = 2.0
 TAPER_LENGTH_M = 8.0
+MAX_LANES_TO_OPPOSITE = 6
 
 
 class _LaneObstacle(Scenario):
@@ -72,8 +74,12 @@ class _LaneObstacle(Scenario):
     # --- oncoming flow on the opposite lane
     def _prepare_flow(self, world, spec: ScenarioSpec) -> None:
         g = world.graph
-        wp = world.waypoint(g.xy[self.node])
-        opp = wp.get_left_lane() if wp is not None else None
+        wp = world.waypoint(g.xy[self.node], float(g.z[self.node]))
+        opp = wp
+        for _ in range(MAX_LANES_TO_OPPOSITE):  # walk left to the first lane of the other direction
+            opp = opp.get_left_lane() if opp is not None else None
+            if opp is None or (opp.lane_id * wp.lane_id < 0 and opp.lane_type == carla.LaneType.Driving):
+                break
         if opp is None or opp.lane_id * wp.lane_id > 0:
             return  # no opposite lane: no flow
         ups = opp.previous(FLOW_SOURCE_AHEAD_M)

@@ -1,0 +1,200 @@
+"""Background traffic on real CARLA roads: IDM following, lights, stop signs, junction choices, density."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from carla_bridge.embedded.catalogue import blueprint
+from carla_bridge.embedded.config import IDMConfig, SignalConfig, SimConfig, TrafficConfig, VehicleParams
+from carla_bridge.embedded.lane_graph import LaneGraph
+from carla_bridge.embedded.signals import ENTRY_LIGHT, ENTRY_STOP, SignalState, signal_layout_for
+from carla_bridge.embedded.traffic import Obstacles, TrafficModel
+from carla_bridge.maps import MapLibrary
+from carla_bridge.snapshot import ActorRole, TrafficLightState
+
+DT = 0.05
+CAR = blueprint("vehicle.lincoln.mkz_2020")
+NO_SEGMENTS = np.zeros(0, np.int64)
+
+
+@pytest.fixture(scope="module")
+def maps(shared_maps_dir):
+    return MapLibrary([shared_maps_dir], use_carla_root=False)
+
+
+def world_parts(maps, town: str, seed: int = 0):
+    cmap = maps.load(town)
+    graph = LaneGraph.for_map(cmap)
+    layout = signal_layout_for(cmap, graph, SignalConfig())
+    rng = np.random.default_rng(seed)
+    signals = SignalState(layout, SignalConfig(), rng)
+    model = TrafficModel(graph, layout, TrafficConfig(), IDMConfig(), VehicleParams(), rng)
+    return graph, layout, signals, model
+
+
+def step(model: TrafficModel, signals: SignalState, t: float) -> None:
+    signals.update(t)
+    model.step(DT, t, signals, Obstacles.empty(), NO_SEGMENTS)
+
+
+def node_before_entry(graph: LaneGraph, seg: int, distance_m: float) -> int:
+    """Node of entry segment `seg` about `distance_m` before its stop line."""
+    first = int(graph.seg_start[seg])
+    nodes = np.arange(first, first + int(graph.seg_count[seg]))
+    return int(nodes[np.argmin(np.abs(graph.entry_dist[nodes] - distance_m))])
+
+
+def front_gap(graph: LaneGraph, model: TrafficModel, i: int) -> float:
+    node = model.node[i]
+    return float(graph.entry_dist[node] - model.frac[i] * graph.edge_len[node] - model.extent[i, 0])
+
+
+def test_vehicle_stops_at_red_light_and_goes_on_green(maps):
+    graph, layout, signals, model = world_parts(maps, "Town01")
+    seg = next(s for s in np.flatnonzero(layout.entry_kind == ENTRY_LIGHT) if graph.seg_length[s] > 60)
+    light = int(layout.light_ids[layout.entry_signal[seg]])
+    signals.force(light, TrafficLightState.RED, 40.0, 0.0)
+    model.add(1, node_before_entry(graph, int(seg), 50.0), CAR, 8.0)
+    gaps, t = [], 0.0
+    for _ in range(400):  # 20 s of red
+        t += DT
+        step(model, signals, t)
+        gaps.append(front_gap(graph, model, 0))
+    # then it stopped before the line, close to it, and stood still
+    assert min(gaps) >= 0.0
+    assert gaps[-1] < 2.5
+    assert model.v[0] == 0.0
+    # when the light turns green, it crosses
+    signals.force(light, TrafficLightState.GREEN, 40.0, t)
+    for _ in range(200):
+        t += DT
+        step(model, signals, t)
+    assert graph.seg[model.node[0]] != seg
+
+
+def test_vehicle_makes_a_full_stop_at_a_stop_sign(maps):
+    graph, layout, signals, model = world_parts(maps, "Town07")
+    seg = next(s for s in np.flatnonzero(layout.entry_kind == ENTRY_STOP) if graph.seg_length[s] > 40)
+    model.add(1, node_before_entry(graph, int(seg), 30.0), CAR, 7.0)
+    t = 0.0
+    min_speed_before_line = np.inf
+    crossed = False
+    for _ in range(600):
+        t += DT
+        step(model, signals, t)
+        on_entry = graph.seg[model.node[0]] == seg
+        gap = front_gap(graph, model, 0) if on_entry else -1.0
+        if on_entry and gap > 0.0:
+            min_speed_before_line = min(min_speed_before_line, float(model.v[0]))
+        if not on_entry:
+            crossed = True
+            break
+    # then it came to a standstill before the line, and went on afterwards (no other traffic)
+    assert min_speed_before_line <= TrafficConfig().stopped_speed_mps
+    assert crossed
+
+
+def test_junction_successors_are_chosen_randomly_and_followed(maps):
+    graph, layout, signals, model = world_parts(maps, "Town01", seed=7)
+    branch = next(s for s in np.flatnonzero(graph.is_entry) if graph.successors(int(s)).size >= 2)
+    succ = set(graph.successors(int(branch)).tolist())
+    picks = model._choose(np.full(600, branch, np.int64))
+    counts = {s: int((picks == s).sum()) for s in succ}
+    # then every successor is drawn, roughly uniformly
+    assert min(counts.values()) > 600 / len(succ) * 0.7
+    # and a vehicle on that lane ends up on the successor it chose
+    if layout.entry_kind[branch] == ENTRY_LIGHT:
+        signals.force(int(layout.light_ids[layout.entry_signal[branch]]), TrafficLightState.GREEN, 60.0, 0.0)
+    model.add(1, node_before_entry(graph, int(branch), 15.0), CAR, 5.0)
+    chosen = int(model.choice[0])
+    t = 0.0
+    visited = set()
+    for _ in range(300):
+        t += DT
+        step(model, signals, t)
+        visited.add(int(graph.seg[model.node[0]]))
+    assert chosen in visited
+    assert not (visited & (succ - {chosen}))
+
+
+def obb_overlap(xy, yaw, ext, i, j) -> bool:
+    """Separating-axis test of two oriented boxes (2D)."""
+    axes = []
+    for k in (i, j):
+        c, s = np.cos(yaw[k]), np.sin(yaw[k])
+        axes += [np.array([c, s]), np.array([-s, c])]
+
+    def corners(k):
+        c, s = np.cos(yaw[k]), np.sin(yaw[k])
+        R = np.array([[c, -s], [s, c]])
+        local = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]]) * ext[k, :2]
+        return xy[k] + local @ R.T
+
+    a, b = corners(i), corners(j)
+    for ax in axes:
+        pa, pb = a @ ax, b @ ax
+        if pa.max() < pb.min() or pb.max() < pa.min():
+            return False
+    return True
+
+
+def test_background_vehicles_never_collide_and_keep_positive_gaps(maps):
+    from carla_bridge.embedded.lane_routes import route_along_lanes
+    from carla_bridge.embedded.simulator import EmbeddedSimulator
+    from carla_bridge.snapshot import Control
+
+    cfg = SimConfig()
+    cfg.scoring = False
+    cfg.walkers.enabled = False
+    cfg.traffic.count = 45
+    sim = EmbeddedSimulator(cfg, maps)
+    graph = LaneGraph.for_map(maps.load("Town01"))
+    route = route_along_lanes(graph, "Town01", int(graph.seg_start[5]), 300.0)
+    sim.reset(route, seed=11)
+    traffic = sim.world.traffic
+    moved = 0.0
+    for tick in range(1600):  # 80 s, the ego parked at the route start
+        snap = sim.step(Control(brake=1.0))
+        finite = np.isfinite(traffic.last_gap_lead)
+        assert (traffic.last_gap_lead[finite] > 0.0).all(), f"tick {tick}"
+        moved += float(traffic.v.sum()) * DT
+        if tick % 5 == 0:
+            a = snap.actors
+            bg = np.flatnonzero(a.role == int(ActorRole.BACKGROUND))
+            xy, yaw, ext = a.xyz[:, :2], a.yaw, a.extent
+            d = np.hypot(*(xy[bg, None] - xy[None, bg]).transpose(2, 0, 1))
+            for p, q in zip(*np.nonzero(np.triu(d < 7.0, 1)), strict=True):
+                assert not obb_overlap(xy, yaw, ext, bg[p], bg[q]), f"tick {tick}: {a.id[bg[p]]} hits {a.id[bg[q]]}"
+    # and traffic actually flowed (on average well over 1 m/s per vehicle)
+    assert moved / (1600 * DT * len(traffic)) > 1.0
+
+
+@pytest.mark.parametrize("town", ["Town01", "Town04"])
+def test_density_count_and_per_100m(maps, town):
+    from carla_bridge.embedded.lane_routes import route_along_lanes
+    from carla_bridge.embedded.simulator import EmbeddedSimulator
+
+    graph = LaneGraph.for_map(maps.load(town))
+    route = route_along_lanes(graph, town, int(graph.seg_start[3]), 200.0)
+    cfg = SimConfig()
+    cfg.scoring = False
+    cfg.walkers.enabled = False
+    cfg.traffic.count = 20
+    sim = EmbeddedSimulator(cfg, maps)
+    snap = sim.reset(route, seed=1)
+    ego = np.array([snap.ego.pose.x, snap.ego.pose.y])
+    bg = snap.actors.role == int(ActorRole.BACKGROUND)
+    # count mode: exactly the count, all within the radius, none inside the bubble
+    assert int(bg.sum()) == 20
+    d = np.hypot(*(snap.actors.xyz[bg, :2] - ego).T)
+    assert d.max() <= cfg.traffic.spawn_radius_m and d.min() >= cfg.traffic.ego_bubble_m
+    # density mode: about density x lane length / 100 (some candidate spots are too crowded)
+    cfg.traffic.density_per_100m = 3.0
+    sim = EmbeddedSimulator(cfg, maps)
+    snap = sim.reset(route, seed=1)
+    cand = sim.world._spawn_ring(ego, cfg.traffic.spawn_radius_m)
+    target = sim.world.target_vehicle_count(cand)
+    n = int((snap.actors.role == int(ActorRole.BACKGROUND)).sum())
+    assert target > 10
+    assert 0.85 * target <= n <= target
