@@ -122,7 +122,7 @@ def main() -> None:
             f"{n_actors:>7} {n_lights:>7} {n_stops:>6} {len(us):>6} {us.mean():>9.1f} {np.percentile(us, 99):>9.1f}"
         )
     t = time.perf_counter()
-    rec = criteria.record()
+    criteria.record()
     print(
         f"record(): {1e3 * (time.perf_counter() - t):.2f} ms for {len(times)} ticks (comfort filter included)"
     )
