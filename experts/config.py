@@ -67,6 +67,7 @@ class IDMConfig:
 @dataclass
 class HazardConfig:
     lookahead_m: float = 80.0  # leading hazards are searched this far along the path
+    max_level_gap_m: float = 3.0  # actors this much above/below the route are on a bridge or underpass
     corridor_margin_m: float = 0.35  # lateral margin beyond the ego half width
     leading_max_yaw_deg: float = 35.0  # above this relative yaw an in-path vehicle is crossing (v_lead=0)
     yellow_max_decel_mps2: float = 4.0  # stop at yellow only when it needs at most this deceleration
@@ -105,6 +106,10 @@ class ForecastConfig:
     vehicle_max_accel_mps2: float = 1.5  # held-throttle forecasts never accelerate faster than this
     vehicle_brake_decel_mps2: float = 8.0
     vehicle_throttle_accel_mps2: float = 3.5
+    parallel_max_yaw_deg: float = 20.0  # vehicles this close to (anti)parallel with the route keep to their lane
+    parallel_max_lateral_m: float = 8.0  # ... when within this of the route
+    parallel_junction_margin_m: float = 10.0  # ... and no junction lies within reach (+ this) along the route
+    parallel_max_shift_m: float = 3.5  # their lateral drift over the horizon is capped at one lane
     graded_decels_mps2: list[float] = field(default_factory=lambda: [2.5, 4.0, 6.0])
     creep_after_s: float = 6.0  # stopped this long on a forecast hazard: re-check with unscaled boxes
     standing_speed_mps: float = 0.3  # actors slower than this count as standing

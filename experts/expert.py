@@ -28,6 +28,7 @@ from experts.config import ExpertConfig, IDMHazardParams, load_expert_config
 from experts.controllers import LateralPID, LongitudinalController, aim_distance
 from experts.forecast import (
     distances_from_speeds,
+    forecast_along_route,
     forecast_vehicles,
     forecast_walkers,
     resample_by_distance,
@@ -189,7 +190,9 @@ class PDMLiteExpert:
             rows = np.flatnonzero(d2 < reach**2)
         i0 = route.index_at(s_e - BEHIND_WINDOW_M)
         i1 = route.index_at(s_e + max(cfg.hazards.lookahead_m, cfg.obstacles.lookahead_m))
-        frame = project_actors(route, actors, rows, kin.standing_s, i0, i1, MAX_PROJECT_LATERAL_M)
+        frame, rows = project_actors(
+            route, actors, rows, kin.standing_s, i0, i1, MAX_PROJECT_LATERAL_M, cfg.hazards.max_level_gap_m
+        )
 
         cruise = float(self._allowed[idx])
         lat = self.obstacles.plan(route, frame, ego_r, cruise)
@@ -396,7 +399,9 @@ class PDMLiteExpert:
         sel = self._forecast_actors(snapshot, frame, rows, in_path, ego, horizon)
         if not len(sel):
             return a_nom, none, None, -1
-        hits = self._overlaps(snapshot, kin, sel, ego_fc, speeds, steps, horizon, lat.lane_change_active or self._near_lane_change(ego), True)
+        lane_change = lat.lane_change_active or self._near_lane_change(ego)
+        actor_fc = self._actor_forecasts(snapshot, kin, frame, sel, steps, horizon)
+        hits = self._overlaps(snapshot, sel, actor_fc, ego_fc, steps, lane_change, True)
         nominal = hits[0]  # (N, T)
         if not nominal.any():
             return a_nom, none, None, -1
@@ -417,7 +422,7 @@ class PDMLiteExpert:
             creep = np.minimum(speeds[:1], cfg.speed.creep_speed_mps)
             creep_d = distances_from_speeds(v, creep, fc.dt_s)
             creep_fc = resample_by_distance(poses, travelled, creep_d)
-            if not self._overlaps(snapshot, kin, sel, creep_fc, creep, steps, horizon, False, False)[0].any():
+            if not self._overlaps(snapshot, sel, actor_fc, creep_fc, steps, False, False)[0].any():
                 a_creep = min(a_nom, (cfg.speed.creep_speed_mps - v) / cfg.speed.idm_speed_horizon_s)
                 return a_creep, HazardForecast(actor_id, ttc, ego_fc[0], fc.dt_s, 0.0), reason, actor_id
 
@@ -485,19 +490,15 @@ class PDMLiteExpert:
             keep &= ~np.isin(rows, list(skip))
         return rows[keep]
 
-    def _overlaps(
-        self,
-        snapshot: WorldSnapshot,
-        kin,
-        sel: np.ndarray,
-        ego_fc: np.ndarray,
-        speeds: np.ndarray,
-        steps: int,
-        horizon: float,
-        near_lane_change: bool,
-        scaled: bool,
-    ) -> np.ndarray:
-        """Overlap (K, N, T) of K ego forecasts with the forecasts of actors `sel`."""
+    def _actor_forecasts(
+        self, snapshot: WorldSnapshot, kin, frame: RouteFrameActors, sel: np.ndarray, steps: int, horizon: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Poses (N, T) x, y, yaw of the actors `sel`.
+
+        Vehicles parallel to the route away from junctions keep to their lane (forecast_along_route);
+        other vehicles hold curvature and acceleration (kinematic bicycle); walkers keep their velocity;
+        everything else stands.
+        """
         fc, model = self.cfg.forecast, self.cfg.bicycle
         actors = snapshot.actors
         kind = actors.kind[sel]
@@ -505,9 +506,6 @@ class PDMLiteExpert:
         x = np.empty((n, steps))
         y = np.empty((n, steps))
         yaw = np.empty((n, steps))
-        hl = np.repeat(actors.extent[sel, 0:1], steps, axis=1)
-        hw = np.repeat(actors.extent[sel, 1:2], steps, axis=1)
-        t_frac = np.arange(1, steps + 1) / steps
 
         veh = (kind == ActorKind.VEHICLE) | (kind == ActorKind.BICYCLE)
         if veh.any():
@@ -522,26 +520,80 @@ class PDMLiteExpert:
             acc = np.where(known, kin.accel[r], np.where(has_ctrl, acc_ctrl, 0.0))
             acc = np.clip(acc, -fc.vehicle_brake_decel_mps2, fc.vehicle_max_accel_mps2)
             tr = forecast_vehicles(actors.xyz[r, 0], actors.xyz[r, 1], actors.yaw[r], speed, curv, beta, acc, fc.dt_s, steps)
-            x[veh], y[veh], yaw[veh] = tr.x, tr.y, tr.yaw
-            if scaled:
-                scale_l = fc.vehicle_scale_long_lane_change if near_lane_change else fc.vehicle_scale_long
-                hl[veh] *= scale_l
-                hw[veh] *= 1.0 + fc.vehicle_width_growth * t_frac[None, :]
+            vx, vy, vyaw = tr.x, tr.y, tr.yaw
+            par = self._parallel_rows(frame, r, speed, horizon)
+            if par is not None:
+                k, f = par
+                route = self.route
+                tp = forecast_along_route(
+                    route.xy, route.yaw, route.s0_m, route.spacing_m, frame.s[f], frame.d[f], frame.rel_yaw[f],
+                    speed[k], acc[k], np.where(np.abs(frame.rel_yaw[f]) > np.pi / 2, -1.0, 1.0), frame.v_across[f],
+                    fc.parallel_max_shift_m, fc.dt_s, steps,
+                )
+                vx[k], vy[k], vyaw[k] = tp.x, tp.y, tp.yaw
+            x[veh], y[veh], yaw[veh] = vx, vy, vyaw
         walk = kind == ActorKind.WALKER
         if walk.any():
             r = sel[walk]
             tr = forecast_walkers(actors.xyz[r, 0], actors.xyz[r, 1], actors.yaw[r], actors.velocity[r], fc.walker_min_speed_mps, fc.dt_s, steps)
             x[walk], y[walk], yaw[walk] = tr.x, tr.y, tr.yaw
-            if scaled:
-                hl[walk] = np.maximum(hl[walk], fc.walker_min_half_extent_m)
-                hw[walk] = np.maximum(hw[walk], fc.walker_min_half_extent_m)
         stat = ~(veh | walk)
         if stat.any():
             r = sel[stat]
             x[stat] = actors.xyz[r, 0:1]
             y[stat] = actors.xyz[r, 1:2]
             yaw[stat] = actors.yaw[r, None]
+        return x, y, yaw
 
+    def _parallel_rows(
+        self, frame: RouteFrameActors, rows: np.ndarray, speed: np.ndarray, horizon: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(positions in `rows`, frame indices) of vehicles driving parallel to the route, away from junctions."""
+        fc = self.cfg.forecast
+        if not len(frame) or not len(rows):
+            return None
+        pos = {int(r): i for i, r in enumerate(frame.row.tolist())}
+        k = np.array([i for i, r in enumerate(rows.tolist()) if int(r) in pos], np.int64)
+        if not len(k):
+            return None
+        f = np.array([pos[int(rows[i])] for i in k], np.int64)
+        rel = np.abs(frame.rel_yaw[f])
+        aligned = (np.minimum(rel, np.pi - rel) < np.radians(fc.parallel_max_yaw_deg)) & (np.abs(frame.d[f]) < fc.parallel_max_lateral_m)
+        reach = speed[k] * horizon + fc.parallel_junction_margin_m
+        lo, hi = frame.s[f] - reach, frame.s[f] + reach
+        route = self.route
+        ok = aligned & (lo > route.s0_m) & (hi < route.s0_m + (len(route) - 1) * route.spacing_m)
+        for entry, exit_ in route.junctions:
+            ok &= (hi < entry) | (lo > exit_)
+        if not ok.any():
+            return None
+        return k[ok], f[ok]
+
+    def _overlaps(
+        self,
+        snapshot: WorldSnapshot,
+        sel: np.ndarray,
+        actor_fc: tuple[np.ndarray, np.ndarray, np.ndarray],
+        ego_fc: np.ndarray,
+        steps: int,
+        near_lane_change: bool,
+        scaled: bool,
+    ) -> np.ndarray:
+        """Overlap (K, N, T) of K ego forecasts with the forecasts of actors `sel` (boxes scaled for safety)."""
+        fc = self.cfg.forecast
+        actors = snapshot.actors
+        kind = actors.kind[sel]
+        x, y, yaw = actor_fc
+        hl = np.repeat(actors.extent[sel, 0:1], steps, axis=1)
+        hw = np.repeat(actors.extent[sel, 1:2], steps, axis=1)
+        if scaled:
+            t_frac = np.arange(1, steps + 1) / steps
+            veh = (kind == ActorKind.VEHICLE) | (kind == ActorKind.BICYCLE)
+            hl[veh] *= fc.vehicle_scale_long_lane_change if near_lane_change else fc.vehicle_scale_long
+            hw[veh] *= 1.0 + fc.vehicle_width_growth * t_frac[None, :]
+            walk = kind == ActorKind.WALKER
+            hl[walk] = np.maximum(hl[walk], fc.walker_min_half_extent_m)
+            hw[walk] = np.maximum(hw[walk], fc.walker_min_half_extent_m)
         ext = snapshot.ego.extent
         fast = scaled and snapshot.ego.speed > fc.ego_scale_speed_mps
         ehl = ext[0] * (fc.ego_scale_long if fast else 1.0)

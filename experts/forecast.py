@@ -159,3 +159,38 @@ def forecast_walkers(
     px = x[:, None] + vx[:, None] * t[None, :]
     py = y[:, None] + vy[:, None] * t[None, :]
     return Trajectory(px, py, np.broadcast_to(heading[:, None], px.shape), np.broadcast_to(sp[:, None], px.shape))
+
+
+def forecast_along_route(
+    route_xy: np.ndarray,
+    route_yaw: np.ndarray,
+    route_s0: float,
+    spacing: float,
+    s: np.ndarray,
+    d: np.ndarray,
+    rel_yaw: np.ndarray,
+    speed: np.ndarray,
+    accel: np.ndarray,
+    direction: np.ndarray,
+    v_across: np.ndarray,
+    max_shift_m: float,
+    dt: float,
+    steps: int,
+) -> Trajectory:
+    """Vehicles driving parallel to the route (same way, direction +1, or oncoming, -1) keep to their
+    lane: they advance along the route's arc length at their speed and keep their lateral offset,
+    drifting sideways at their current lateral speed (at most `max_shift_m`).
+
+        v(t) = max(0, v0 + a t);  s(t) = s0 + direction * cumsum(v dt);  d(t) = d0 + clip(v_lat t)
+        pose = route(s(t)) + d(t) n(s(t)),  yaw = route_yaw(s(t)) + rel_yaw
+    On a winding road this follows the bends, where a held curvature drives straight into the other lane.
+    """
+    t = dt * np.arange(1, steps + 1)
+    v = np.maximum(speed[:, None] + accel[:, None] * t[None, :], 0.0)
+    s_t = s[:, None] + direction[:, None] * np.cumsum(v * dt, axis=1)
+    d_t = d[:, None] + np.clip(v_across[:, None] * t[None, :], -max_shift_m, max_shift_m)
+    idx = np.clip(np.rint((s_t - route_s0) / spacing).astype(np.int64), 0, len(route_xy) - 1)
+    yaw_r = route_yaw[idx]
+    x = route_xy[idx, 0] - d_t * np.sin(yaw_r)
+    y = route_xy[idx, 1] + d_t * np.cos(yaw_r)
+    return Trajectory(x, y, yaw_r + rel_yaw[:, None], v)

@@ -71,13 +71,22 @@ def project_actors(
     i0: int,
     i1: int,
     max_lateral_m: float,
-) -> RouteFrameActors:
-    """Project `rows` of `actors` onto path[i0:i1]; keep those within `max_lateral_m` of the path."""
+    max_level_gap_m: float,
+) -> tuple[RouteFrameActors, np.ndarray]:
+    """Project `rows` of `actors` onto path[i0:i1].
+
+    Returns the route frame of those within `max_lateral_m` of the path, and `rows` without the
+    actors on another level (bridges, underpasses: height off the path's by more than
+    `max_level_gap_m`), which nothing should react to.
+    """
     if len(rows):
         s, d, pyaw = route.project(actors.xyz[rows, :2], i0, i1)
+        level = np.abs(actors.xyz[rows, 2] - route.z[route.indices_at(s)]) <= max_level_gap_m
     else:
         s = d = pyaw = np.zeros(0)
-    keep = np.abs(d) < max_lateral_m
+        level = np.zeros(0, bool)
+    same_level_rows = rows[level]
+    keep = (np.abs(d) < max_lateral_m) & level
     rows, s, d, pyaw = rows[keep], s[keep], d[keep], pyaw[keep]
     rel = wrap_angle(actors.yaw[rows] - pyaw)
     along, across = box_half_spans(actors.extent[rows, 0], actors.extent[rows, 1], rel)
@@ -97,4 +106,4 @@ def project_actors(
         v_across=-vel[:, 0] * sn + vel[:, 1] * c,
         speed=np.abs(actors.speed[rows]),
         standing_s=standing_s[rows],
-    )
+    ), same_level_rows

@@ -114,9 +114,10 @@ class ActorSpec:
     role: ActorRole = ActorRole.BACKGROUND
     extent: tuple[float, float, float] = CAR_EXTENT
     control: tuple[float, float, float] | None = None  # throttle, steer, brake
+    z: float | None = None  # None: at the ego's height
 
 
-def actor_table(specs: Sequence[ActorSpec]) -> ActorTable:
+def actor_table(specs: Sequence[ActorSpec], ground_z: float = 0.0) -> ActorTable:
     if not specs:
         return ActorTable.empty()
     yaw = np.array([a.yaw for a in specs])
@@ -126,7 +127,7 @@ def actor_table(specs: Sequence[ActorSpec]) -> ActorTable:
         id=np.array([a.id for a in specs], np.int64),
         kind=np.array([a.kind for a in specs], np.int8),
         role=np.array([a.role for a in specs], np.int8),
-        xyz=np.array([[a.x, a.y, 0.0] for a in specs]),
+        xyz=np.array([[a.x, a.y, ground_z if a.z is None else a.z] for a in specs]),
         yaw=yaw,
         velocity=np.stack([speed * np.cos(yaw), speed * np.sin(yaw)], axis=1),
         speed=speed,
@@ -148,10 +149,11 @@ def snapshot(
     frame: int = 0,
     route_index: int = 0,
     route_total_m: float = 100.0,
+    z: float = 0.0,
 ) -> WorldSnapshot:
-    """A WorldSnapshot with the ego at (x, y, yaw) driving at `speed`."""
+    """A WorldSnapshot with the ego at (x, y, z, yaw) driving at `speed`."""
     ego = EgoState(
-        pose=Pose(x, y, 0.0, yaw),
+        pose=Pose(x, y, z, yaw),
         velocity=np.array([speed * math.cos(yaw), speed * math.sin(yaw)]),
         speed=speed,
         acceleration=np.zeros(2),
@@ -164,7 +166,7 @@ def snapshot(
         time_s=time_s,
         town="synthetic",
         ego=ego,
-        actors=actor_table(actors),
+        actors=actor_table(actors, z),
         traffic_lights=tuple(lights),
         stop_signs=tuple(stop_signs),
         route=RouteProgress(route_index, 0.0, route_total_m, 0.0, int(RoadOption.LANEFOLLOW)),

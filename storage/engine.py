@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from storage.errors import DatabaseUnreachableError, StorageError
 from storage.url import DB_URL_ENV, mask_url, redact, sqlite_path
@@ -71,8 +71,13 @@ def make_engine(
                     "choose a writable sqlite:/// path"
                 ) from None
         kwargs["connect_args"] = {"timeout": sqlite_busy_timeout_s}
-        # Connections are cheap for SQLite; a pool would keep file handles and locks around in forks.
-        kwargs["poolclass"] = NullPool
+        if path is None:
+            # An in-memory database lives in its one connection: share it (tests, notebooks).
+            kwargs["connect_args"]["check_same_thread"] = False
+            kwargs["poolclass"] = StaticPool
+        else:
+            # Connections are cheap for SQLite; a pool would keep file handles and locks around in forks.
+            kwargs["poolclass"] = NullPool
     else:
         options = []
         if read_only:

@@ -31,11 +31,11 @@ __all__ = [
     "count_rows",
     "db_url",
     "empty_db_url",
+    "fast_config",
     "make_clip_arrays",
     "make_episode",
     "pg_server",
     "store",
-    "test_config",
 ]
 
 BACKENDS = [
@@ -124,17 +124,14 @@ def clip_root(tmp_path: Path) -> Path:
     return tmp_path / "clips"
 
 
-def test_config() -> StorageConfig:
+def fast_config() -> StorageConfig:
     # Tests throw the files away: skip fsync, and fail fast when something waits on a lock.
     return StorageConfig(fsync_clips=False, sqlite_busy_timeout_s=20.0, connect_timeout_s=3)
 
 
-test_config.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-
 @pytest.fixture
 def store(db_url: URL, clip_root: Path) -> Iterator[Store]:
-    with Store(db_url, str(clip_root), test_config()) as opened:
+    with Store(db_url, str(clip_root), fast_config()) as opened:
         yield opened
 
 

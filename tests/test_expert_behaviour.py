@@ -95,7 +95,8 @@ def drive(
         t = k * DT
         actors = [a for a in (m.at(t) for m in movers) if a is not None]
         i = int(np.argmin(np.hypot(route.dense.xyz[:, 0] - x, route.dense.xyz[:, 1] - y)))
-        snap = snapshot(x, y, yaw, v, actors, lights(t), signs, time_s=t, frame=k, route_index=i)
+        z = float(route.dense.xyz[i, 2])
+        snap = snapshot(x, y, yaw, v, actors, lights(t), signs, time_s=t, frame=k, route_index=i, z=z)
         plan = expert.plan(snap)
         trace.plans.append(plan)
         trace.ego.append((x, y, yaw, v))

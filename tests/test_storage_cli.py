@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from postgres import *  # noqa: F403  (fixtures: db_url, empty_db_url, store, clip_root, pg_server, ...)
-from postgres import count_rows, make_episode, test_config
+from postgres import count_rows, fast_config, make_episode
 from sqlalchemy.engine import URL
 
 from storage.local_postgres import LocalPostgres
@@ -30,7 +30,7 @@ def env(db_url: URL, clip_root: Path, monkeypatch: pytest.MonkeyPatch) -> URL:
     """The CLI finds the test database through the environment, as a user's shell would."""
     monkeypatch.setenv(DB_URL_ENV, _plain(db_url))
     monkeypatch.setenv(CLIP_ROOT_ENV, str(clip_root))
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         store.ingest_episode(*make_episode(1))
     return db_url
 
@@ -93,7 +93,7 @@ def test_export_clip_renders_a_top_down_video(
 def test_export_clip_of_a_corrupt_file_fails_cleanly(
     env: URL, clip_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with Store(env, str(clip_root), test_config()) as store:
+    with Store(env, str(clip_root), fast_config()) as store:
         path = clip_root / store.clip_info(1).uri
     path.write_bytes(path.read_bytes()[:-10])
     assert main(["db", "export-clip", "1", "--video", str(tmp_path / "c.mp4")]) == 2

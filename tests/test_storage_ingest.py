@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from postgres import *  # noqa: F403  (fixtures: db_url, store, clip_root, ...)
-from postgres import count_rows, make_episode, test_config
+from postgres import count_rows, fast_config, make_episode
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
@@ -175,7 +175,7 @@ class _FailBeforeCommit(Store):
 
 
 def test_error_just_before_commit_leaves_no_partial_episode(db_url: URL, clip_root: Path) -> None:
-    with _FailBeforeCommit(db_url, str(clip_root), test_config()) as failing:
+    with _FailBeforeCommit(db_url, str(clip_root), fast_config()) as failing:
         with pytest.raises(RuntimeError, match="injected"):
             failing.ingest_episode(*make_episode(10))
         _assert_nothing_written(failing, clip_root)
@@ -192,7 +192,7 @@ class _HangBeforeCommit(Store):
 
 
 def _ingest_and_hang(url: URL, clip_root: str, ready_file: Path) -> None:
-    store = _HangBeforeCommit(url, clip_root, test_config())
+    store = _HangBeforeCommit(url, clip_root, fast_config())
     store.ready_file = ready_file
     store.ingest_episode(*make_episode(21))
 
@@ -218,7 +218,7 @@ def test_killed_writer_leaves_no_half_episode_and_recovery_removes_its_files(
     os.kill(process.pid, signal.SIGKILL)
     process.join(10)
     assert process.exitcode == -signal.SIGKILL
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         # then no row of the episode exists, only its journal entry and orphan files
         for table in EPISODE_TABLES:
             assert count_rows(store, table) == 0, table
@@ -235,7 +235,7 @@ def test_killed_writer_leaves_no_half_episode_and_recovery_removes_its_files(
 
 def test_next_ingest_recovers_orphans_automatically(db_url: URL, clip_root: Path) -> None:
     # given a journal entry and files of a writer that died long ago on another host
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         ClipStore(str(clip_root)).write("episodes/ab/abcd/dead-attempt/000-takeover.npz", b"half")
         with store.engine.begin() as conn:
             conn.execute(
@@ -246,7 +246,7 @@ def test_next_ingest_recovers_orphans_automatically(db_url: URL, clip_root: Path
                 {"t": "2000-01-01 00:00:00"},
             )
     # when a new store ingests its first episode
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         store.ingest_episode(*make_episode(30))
         # then the orphan is gone and the new episode is intact
         assert count_rows(store, "ingest_attempts") == 0
@@ -281,7 +281,7 @@ def store_now() -> str:
 
 
 def _concurrent_writer(url: URL, clip_root: str, writer: int, barrier: Any) -> None:
-    store = Store(url, clip_root, test_config())
+    store = Store(url, clip_root, fast_config())
     batch = [make_episode(1000 * (writer + 1) + k, n_takeovers=1) for k in range(CONCURRENT_OWN_EPISODES)]
     batch += [make_episode(k, n_takeovers=1) for k in range(CONCURRENT_SHARED_EPISODES)]
     barrier.wait(30)
@@ -305,7 +305,7 @@ def test_two_processes_writing_at_once_lose_nothing(db_url: URL, clip_root: Path
     # then both finished and every episode is stored exactly once with all its rows and files
     assert [p.exitcode for p in writers] == [0, 0]
     expected = 2 * CONCURRENT_OWN_EPISODES + CONCURRENT_SHARED_EPISODES
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         assert count_rows(store, "episodes") == expected
         assert count_rows(store, "takeovers") == expected
         assert count_rows(store, "clips") == 2 * expected
@@ -317,7 +317,7 @@ def test_two_processes_writing_at_once_lose_nothing(db_url: URL, clip_root: Path
 
 def test_memory_fsspec_clip_root(db_url: URL) -> None:
     root = f"memory://takeover-test-{os.getpid()}-{time.monotonic_ns()}"
-    with Store(db_url, root, test_config()) as store:
+    with Store(db_url, root, fast_config()) as store:
         _, _, clips = records = make_episode(3)
         store.ingest_episode(*records)
         np.testing.assert_array_equal(store.load_clip(2)["ego_pose"], clips[1].arrays["ego_pose"])

@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from postgres import *  # noqa: F403  (fixtures: db_url, empty_db_url, pg_server, store, ...)
-from postgres import count_rows, make_episode, test_config
+from postgres import count_rows, fast_config, make_episode
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import URL, make_url
 
@@ -86,7 +86,7 @@ def test_downgrade_to_base_and_upgrade_again(db_url: URL) -> None:
 
 
 def test_upgrade_twice_is_a_no_op(db_url: URL, clip_root: Path) -> None:
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         store.ingest_episode(*make_episode(1))
     engine = make_engine(db_url)
     assert upgrade(engine).at_head
@@ -105,11 +105,11 @@ def test_views_have_exactly_the_documented_columns(db_url: URL) -> None:
 
 def test_store_without_auto_upgrade_refuses_an_empty_database(empty_db_url: URL, clip_root: Path) -> None:
     with pytest.raises(SchemaError, match="takeover db upgrade"):
-        Store(empty_db_url, str(clip_root), test_config(), auto_upgrade=False)
+        Store(empty_db_url, str(clip_root), fast_config(), auto_upgrade=False)
 
 
 def test_store_auto_upgrades_an_empty_database(empty_db_url: URL, clip_root: Path) -> None:
-    with Store(empty_db_url, str(clip_root), test_config()) as store:
+    with Store(empty_db_url, str(clip_root), fast_config()) as store:
         assert store.schema.at_head
         assert store.ingest_episode(*make_episode(3)) == 1
 
@@ -122,12 +122,12 @@ def test_database_from_a_newer_version_is_refused(db_url: URL, clip_root: Path) 
     engine.dispose()
     # when a Store opens it, then one clear error says the code is too old
     with pytest.raises(SchemaError, match="newer version"):
-        Store(db_url, str(clip_root), test_config())
+        Store(db_url, str(clip_root), fast_config())
 
 
 def test_sqlite_file_is_created_with_its_folder(tmp_path: Path) -> None:
     url = make_url(f"sqlite:///{tmp_path / 'deep' / 'er' / 'takeover.db'}")
-    with Store(url, str(tmp_path / "clips"), test_config()) as store:
+    with Store(url, str(tmp_path / "clips"), fast_config()) as store:
         assert store.schema.at_head
     assert (tmp_path / "deep" / "er" / "takeover.db").exists()
 
@@ -137,7 +137,7 @@ def test_unwritable_sqlite_location_is_one_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(DatabaseUnreachableError, match="writable sqlite"):
         Store(
-            make_url(f"sqlite:///{blocker / 'sub' / 'takeover.db'}"), str(tmp_path / "clips"), test_config()
+            make_url(f"sqlite:///{blocker / 'sub' / 'takeover.db'}"), str(tmp_path / "clips"), fast_config()
         )
 
 
@@ -151,7 +151,7 @@ def test_unreachable_postgres_is_one_clear_error_with_the_password_masked(
     started = time.monotonic()
     # when a Store opens it
     with pytest.raises(DatabaseUnreachableError) as info:
-        Store(closed, str(clip_root), test_config())
+        Store(closed, str(clip_root), fast_config())
     # then the error names the server, masks the password and comes quickly
     message = str(info.value)
     assert "127.0.0.1:1" in message and "***" in message
@@ -164,7 +164,7 @@ def test_unreachable_postgres_is_one_clear_error_with_the_password_masked(
 def test_wrong_password_is_reported_without_the_password(pg_server: LocalPostgres, clip_root: Path) -> None:
     wrong = pg_server.url("postgres").set(password="not-the-password-xyz")
     with pytest.raises(DatabaseUnreachableError, match="password authentication failed") as info:
-        Store(wrong, str(clip_root), test_config())
+        Store(wrong, str(clip_root), fast_config())
     assert "not-the-password-xyz" not in str(info.value)
 
 
@@ -174,7 +174,7 @@ def test_no_log_line_holds_the_password(
     # given any backend (PostgreSQL URLs of the test server carry a random password)
     caplog.set_level(logging.DEBUG)
     # when a store is opened, upgraded and written to
-    with Store(db_url, str(clip_root), test_config()) as store:
+    with Store(db_url, str(clip_root), fast_config()) as store:
         store.ingest_episode(*make_episode(5))
         rendered = store.masked_url
     # then neither the logs nor the store's own description reveal the password

@@ -56,6 +56,7 @@ class IDMConfig:
 @dataclass
 class TrafficConfig:
     enabled: bool = True
+    backend: str = "auto"  # "auto" (numba kernel when installed), "numba", "numpy"
     count: int = 30  # background vehicles kept around the ego (used when density_per_100m <= 0)
     density_per_100m: float = 0.0  # > 0: vehicles per 100 m of driving lane within spawn_radius_m
     spawn_radius_m: float = 90.0  # vehicles are spawned within this distance of the ego

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carla_bridge.embedded import traffic_kernel
 from carla_bridge.embedded.catalogue import VEHICLES, Blueprint, vehicles_of
 from carla_bridge.embedded.config import IDMConfig, TrafficConfig, VehicleParams
 from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
@@ -37,6 +38,8 @@ from carla_bridge.snapshot import ActorKind, ActorRole, TrafficLightState
 
 _RED, _YELLOW, _GREEN = int(TrafficLightState.RED), int(TrafficLightState.YELLOW), int(TrafficLightState.GREEN)
 _TWO_PI = 2.0 * np.pi
+_NO_MARKS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+_NO_LIGHTS = np.zeros(1, np.int8)
 FOOTPRINT_HALF_WIDTH_M = 1.0  # lateral reach of a lane follower around its lane centre
 MAX_HOPS_PER_TICK = 4  # > max speed x dt / min edge length for any sane speed
 CANDIDATE_REUSE_M = 3.0  # an obstacle's candidate lane nodes are reused until it moves this far
@@ -103,6 +106,13 @@ class TrafficModel:
         self._snap_gap = idm.stop_snap_m + idm.stop_line_gap_m
         self._inv_amax = 1.0 / idm.max_accel_mps2
         self._dist_to_end = graph.seg_length[graph.seg] - graph.node_s
+        self._lookahead = float(cfg.lookahead_m)
+        backend = str(cfg.backend)
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"traffic.backend must be auto, numba or numpy, got {backend!r}")
+        if backend == "numba" and not traffic_kernel.AVAILABLE:
+            raise ImportError("traffic.backend=numba needs the numba package (pip install numba), or use auto")
+        self.use_kernel = backend != "numpy" and traffic_kernel.AVAILABLE
         self._inv_2b = 1.0 / (2.0 * idm.comfort_decel_mps2)
         self._inv_dmax = 1.0 / idm.max_decel_mps2
         self._xyz = np.column_stack([graph.xy, graph.z])
@@ -243,10 +253,12 @@ class TrafficModel:
         self._obstacle_cache[key] = (x, y, radius, cand)
         return cand
 
-    def _mark_obstacles(self, obs: Obstacles, base: int) -> np.ndarray | None:
-        """Mark lane nodes covered by off-graph obstacles; returns the marked nodes (for clearing)."""
+    def _obstacle_marks(self, obs: Obstacles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Lane nodes whose footprint an off-graph obstacle covers: (nodes, obstacle index, speed along lane)."""
         g = self.g
         m = obs.xy.shape[0]
+        if m == 0:
+            return None
         pad = FOOTPRINT_HALF_WIDTH_M + g.spacing_m
         parts, owners = [], []
         for k in range(m):
@@ -275,11 +287,19 @@ class TrafficModel:
         back = g.node_s[hit] > 0.0
         nodes = np.concatenate([hit[back] - 1, hit])
         own = np.concatenate([own[back], own])
+        return nodes, own, obs.speed[own] * np.cos(obs.yaw[own] - g.yaw[nodes])
+
+    def _mark_obstacles(self, obs: Obstacles, base: int) -> np.ndarray | None:
+        """Write the obstacle marks into the occupancy arrays; returns the marked nodes (for clearing)."""
+        marks = self._obstacle_marks(obs)
+        if marks is None:
+            return None
+        nodes, own, speed = marks
         free = self._occ[nodes] < 0  # vehicles on the graph keep their own marks
-        nodes, own = nodes[free], own[free]
+        nodes, own, speed = nodes[free], own[free], speed[free]
         self._occ[nodes] = base + own
         self._occ_off[nodes] = 0.0
-        self._occ_v[nodes] = obs.speed[own] * np.cos(obs.yaw[own] - g.yaw[nodes])
+        self._occ_v[nodes] = speed
         return nodes
 
     # ------------------------------------------------------------------ step
@@ -292,9 +312,52 @@ class TrafficModel:
         ego_busy_segments: np.ndarray,
     ) -> None:
         """Advance every vehicle by `dt` (module docstring). `ego_busy_segments`: junction segments the ego holds."""
-        n = len(self)
-        if n == 0:
+        if len(self) == 0:
             return
+        if self.use_kernel:
+            self._step_kernel(dt, time_s, signals, obstacles, ego_busy_segments)
+        else:
+            self.step_numpy(dt, time_s, signals, obstacles, ego_busy_segments)
+
+    def _step_kernel(self, dt, time_s, signals: SignalState, obstacles: Obstacles, ego_busy: np.ndarray) -> None:
+        """The compiled tick (traffic_kernel.traffic_step): same model, loops instead of array expressions."""
+        g, idm, cfg = self.g, self.idm, self.cfg
+        n = len(self)
+        marks = self._obstacle_marks(obstacles)
+        if marks is None:
+            mnodes, mown, mspeed = _NO_MARKS
+        else:
+            mnodes, mown, mspeed = marks
+        obstacle_hl = np.full(max(obstacles.xy.shape[0], 1), 0.5 * g.spacing_m)
+        rand = self.rng.random(n)
+        out_xyz = np.empty((n, 3))
+        out_yaw = np.empty(n)
+        out_vel = np.empty((n, 2))
+        out_ctrl = np.empty((n, 3), np.float32)
+        self.last_gap_lead = np.empty(n)
+        self.last_gap_stop = np.empty(n)
+        self.last_leader = np.empty(n, np.int64)
+        light_state = signals.state if signals.state.shape[0] else _NO_LIGHTS
+        traffic_kernel.traffic_step(
+            self._xyz, g.yaw, g.edge_len, g.seg, g.next_node, g.seg_start, g.seg_count, g.succ_ptr, g.succ_idx,
+            g.seg_junction, g.conflict_ptr, g.conflict_idx, g.entry_dist, g.entry_seg, g.speed_limit,
+            self._node_steer, self._entry_kind, self._entry_signal, light_state,
+            self.id, self.node, self.nnode, self.prev_node, self.frac, self.choice, self.v, self.acc, self.v_scale,
+            self.speed_cap, self.forced_brake, self.ignore_signals, self.stopped_at, self.resv_seg, self.resv_entry,
+            self.wait_since, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]), rand,
+            mnodes, mown, mspeed, obstacle_hl, np.asarray(ego_busy, np.int64),
+            self._occ, self._occ_off, self._occ_v, self._seg_busy,
+            dt, time_s, self._lookahead, idm.max_accel_mps2, idm.comfort_decel_mps2, idm.max_decel_mps2,
+            idm.min_gap_m, idm.stop_line_gap_m, idm.time_headway_s, idm.delta, self._snap_gap, idm.crawl_speed_mps,
+            idm.yellow_decel_limit_mps2, idm.min_safety_gap_m, cfg.reservation_request_m,
+            cfg.stop_sign_stop_radius_m, cfg.stopped_speed_mps,
+            out_xyz, out_yaw, out_vel, out_ctrl, self.last_gap_lead, self.last_gap_stop, self.last_leader,
+        )  # fmt: skip
+        self.xyz, self.yaw, self.velocity, self.control = out_xyz, out_yaw, out_vel, out_ctrl
+
+    def step_numpy(self, dt, time_s, signals: SignalState, obstacles: Obstacles, ego_busy_segments) -> None:
+        """The reference tick in numpy array expressions (used without numba, and to cross-check it)."""
+        n = len(self)
         g, idm = self.g, self.idm
         node, nnode, prev, v = self.node, self.nnode, self.prev_node, self.v
         hl = self.extent[:, 0]

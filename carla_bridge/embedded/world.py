@@ -37,6 +37,8 @@ _EGO_IDS = np.array([EGO_OBSTACLE_ID], np.int64)
 _NO_SEGMENTS = np.zeros(0, np.int64)
 SPAWN_RETRY_MOVE_M = 15.0  # after a spawn round placed nothing, retry once the ego moved this far
 SPAWN_RETRY_S = 5.0  # or this much later
+SPAWN_PROBES_PER_VEHICLE = 6  # random candidate spots examined per missing vehicle
+SPAWN_PROBES_MIN = 20
 SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
 
 
@@ -420,22 +422,26 @@ class World:
         if len(self.scripted):
             others.append(np.asarray([(a.x, a.y) for a in self.scripted.actors]))
         occupied = np.concatenate(others)
-        order = self.rng.permutation(cand.size)
+        # probe a random sample of the candidates (enough for `need` even when many are crowded)
+        probe = min(cand.size, SPAWN_PROBES_PER_VEHICLE * need + SPAWN_PROBES_MIN)
+        picks = cand[self.rng.permutation(cand.size)[:probe]]
+        pts = g.xy[picks]
+        d2 = ((pts[:, None, :] - occupied[None, :, :]) ** 2).sum(axis=2).min(axis=1)
         spacing2 = cfg.spawn_min_spacing_m**2
-        placed = 0
-        for k in order.tolist():
-            if placed >= need:
+        placed_xy: list[np.ndarray] = []
+        for k in np.flatnonzero(d2 >= spacing2).tolist():
+            if len(placed_xy) >= need:
                 break
-            node = int(cand[k])
-            p = g.xy[node]
-            if ((occupied - p) ** 2).sum(axis=1).min() < spacing2:
+            p = pts[k]
+            if any((q[0] - p[0]) ** 2 + (q[1] - p[1]) ** 2 < spacing2 for q in placed_xy):
                 continue
+            node = int(picks[k])
             bp = t.sample_blueprint()
             factor = t.sample_speed_factor()
             speed = t.desired_speed(node, int(bp.kind), factor) * float(self.rng.uniform(0.5, 1.0))
             t.add(self.next_actor_id(), node, bp, speed, ActorRole.BACKGROUND, True, factor)
-            occupied = np.concatenate([occupied, p[None]])
-            placed += 1
+            placed_xy.append(p)
+        placed = len(placed_xy)
         if placed == 0:  # nowhere to put one: do not search again until the ego moved or time passed
             self._spawn_failed_at = (float(ego[0]), float(ego[1]), self.time_s)
 

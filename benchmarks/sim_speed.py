@@ -1,0 +1,133 @@
+"""Embedded simulator speed: simulated seconds per wall-clock second (x real time).
+
+Runs the simulator on the built-in town (carla_bridge/assets/maps/Takeover01.xodr, Town01 when it is
+missing) and on Town04 with 0, 20 and 50 background vehicles, in three modes:
+
+    physics          fixed control (the ego brakes), traffic + signals + snapshot, no scoring
+    driver           a minimal lane-following driver (pure pursuit on the dense route, P speed control
+                     with a stop for the nearest actor in its corridor), no scoring
+    driver+scoring   the same with carla_bridge.scoring's RouteCriteria every tick
+
+Each cell is the best of `--repeats` runs of `--ticks` ticks after a warm-up. Prints a table and
+optionally writes --json FILE. One core: run it while the machine is otherwise quiet.
+
+    python benchmarks/sim_speed.py --maps ../shared/carla_maps --json sim_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from carla_bridge.embedded import EmbeddedSimulator, SimConfig
+from carla_bridge.embedded.lane_graph import LaneGraph
+from carla_bridge.embedded.lane_routes import route_along_lanes
+from carla_bridge.maps import MapLibrary
+from carla_bridge.simulator import FIXED_DELTA_S
+from carla_bridge.snapshot import Control, WorldSnapshot
+
+BUILTIN_TOWN = "Takeover01"
+FALLBACK_TOWN = "Town01"
+ROUTE_LENGTH_M = 3000.0
+WARMUP_TICKS = 100
+CRUISE_SPEED_MPS = 9.0
+LOOKAHEAD_M = 6.0
+WHEELBASE_M = 2.9
+CORRIDOR_M = 2.0  # half width of the driver's path corridor
+SPEED_GAIN = 0.4  # throttle per m/s of speed error
+STEER_PER_RAD = 1.0 / 0.3685  # steer = wheel angle / max wheel angle (World-on-Rails)
+
+
+def lane_following_driver(snap: WorldSnapshot, dense_xy: np.ndarray, dense_s: np.ndarray) -> Control:
+    """Pure pursuit on the dense route + P speed control; stops behind an actor in its corridor."""
+    ego = snap.ego
+    x, y, yaw = ego.pose.x, ego.pose.y, ego.pose.yaw
+    i = snap.route.index
+    j = min(int(np.searchsorted(dense_s, dense_s[i] + LOOKAHEAD_M)), len(dense_s) - 1)
+    dx, dy = dense_xy[j, 0] - x, dense_xy[j, 1] - y
+    c, s = math.cos(yaw), math.sin(yaw)
+    lx, ly = dx * c + dy * s, -dx * s + dy * c
+    wheel = math.atan2(2.0 * WHEELBASE_M * ly, max(lx * lx + ly * ly, 1e-3))
+    target = CRUISE_SPEED_MPS
+    a = snap.actors
+    if len(a):
+        rx, ry = a.xyz[:, 0] - x, a.xyz[:, 1] - y
+        fwd, lat = rx * c + ry * s, -rx * s + ry * c
+        ahead = (fwd > 0.0) & (fwd < 30.0) & (np.abs(lat) < CORRIDOR_M + a.extent[:, 1])
+        if ahead.any():
+            gap = float(fwd[ahead].min()) - 6.0
+            target = min(target, max(0.0, gap) * 0.5)
+    err = target - ego.speed
+    if target == 0.0 or err < -1.0:
+        return Control(throttle=0.0, steer=wheel * STEER_PER_RAD, brake=min(1.0, 0.3 - err * 0.2))
+    return Control(throttle=min(max(err * SPEED_GAIN + 0.3, 0.0), 1.0), steer=wheel * STEER_PER_RAD)
+
+
+def run_case(maps: MapLibrary, town: str, vehicles: int, mode: str, ticks: int, seed: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) for `ticks` ticks after the warm-up."""
+    cfg = SimConfig()
+    cfg.scoring = mode == "driver+scoring"
+    cfg.traffic.count = vehicles
+    cfg.traffic.enabled = vehicles > 0
+    cfg.walkers.enabled = False
+    sim = EmbeddedSimulator(cfg, maps)
+    graph = LaneGraph.for_map(maps.load(town), cfg.lane_graph)
+    rng = np.random.default_rng(seed)
+    start = int(graph.seg_start[int(np.argmax(graph.seg_length))])  # the longest lane: a lively start
+    route = route_along_lanes(graph, town, start, ROUTE_LENGTH_M, choose=lambda succ: int(rng.choice(succ)))
+    snap = sim.reset(route, seed)
+    dense_xy, dense_s = route.dense.xyz[:, :2], route.dense.s
+    driving = mode != "physics"
+    brake = Control(brake=1.0)
+    for _ in range(WARMUP_TICKS):
+        snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(ticks):
+        snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--maps", type=Path, action="append", default=[], help="extra folder with .xodr towns")
+    ap.add_argument("--towns", nargs="*", default=None, help=f"default: {BUILTIN_TOWN} (or {FALLBACK_TOWN}) Town04")
+    ap.add_argument("--vehicles", nargs="*", type=int, default=[0, 20, 50])
+    ap.add_argument("--modes", nargs="*", default=["physics", "driver", "driver+scoring"])
+    ap.add_argument("--ticks", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = ap.parse_args(argv)
+
+    default_maps = Path(__file__).resolve().parents[2] / "shared" / "carla_maps"
+    dirs = [*args.maps, *([default_maps] if default_maps.is_dir() else [])]
+    maps = MapLibrary(dirs)
+    towns = args.towns or [BUILTIN_TOWN if BUILTIN_TOWN in maps.towns() else FALLBACK_TOWN, "Town04"]
+    rows = []
+    header = f"{'town':12s} {'mode':15s} {'vehicles':>8s} {'us/tick':>9s} {'x real time':>12s} {'cpu us/tick':>12s}"
+    print(header)
+    print("-" * len(header))
+    for town in towns:
+        for mode in args.modes:
+            for n in args.vehicles:
+                runs = [run_case(maps, town, n, mode, args.ticks, args.seed) for _ in range(args.repeats)]
+                wall = min(r[0] for r in runs) / args.ticks
+                cpu = min(r[1] for r in runs) / args.ticks
+                ratio = FIXED_DELTA_S / wall
+                rows.append(
+                    {"town": town, "mode": mode, "vehicles": n, "us_per_tick": wall * 1e6, "x_real_time": ratio,
+                     "cpu_us_per_tick": cpu * 1e6, "ticks": args.ticks, "repeats": args.repeats}
+                )  # fmt: skip
+                print(f"{town:12s} {mode:15s} {n:8d} {wall * 1e6:9.0f} {ratio:12.0f} {cpu * 1e6:12.0f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"results": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
