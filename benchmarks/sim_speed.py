@@ -8,8 +8,10 @@ missing) and on Town04 with 0, 20 and 50 background vehicles, in three modes:
                      with a stop for the nearest actor in its corridor), no scoring
     driver+scoring   the same with carla_bridge.scoring's RouteCriteria every tick
 
-Each cell is the best of `--repeats` runs of `--ticks` ticks after a warm-up. Prints a table and
-optionally writes --json FILE. One core: run it while the machine is otherwise quiet.
+Each cell is the best of `--repeats` runs of `--ticks` ticks after a warm-up ("present" is the mean
+number of actors actually around the ego: a small town may hold fewer than asked). Prints a table
+and optionally writes --json FILE. One core: run it while the machine is otherwise quiet.
+`--backend numpy` measures the pure-numpy traffic tick (what runs without numba).
 
     python benchmarks/sim_speed.py --maps ../shared/carla_maps --json sim_speed.json
 """
@@ -34,11 +36,12 @@ from carla_bridge.snapshot import Control, WorldSnapshot
 BUILTIN_TOWN = "Takeover01"
 FALLBACK_TOWN = "Town01"
 ROUTE_LENGTH_M = 3000.0
+SPAWN_RADIUS_M = 120.0  # wider than the default so that 50 vehicles fit on a small town
 WARMUP_TICKS = 100
 CRUISE_SPEED_MPS = 9.0
 LOOKAHEAD_M = 6.0
 WHEELBASE_M = 2.9
-CORRIDOR_M = 2.0  # half width of the driver's path corridor
+CORRIDOR_M = 1.2  # half width of the driver's path corridor (plus the other actor's half width)
 SPEED_GAIN = 0.4  # throttle per m/s of speed error
 STEER_PER_RAD = 1.0 / 0.3685  # steer = wheel angle / max wheel angle (World-on-Rails)
 
@@ -68,9 +71,25 @@ def lane_following_driver(snap: WorldSnapshot, dense_xy: np.ndarray, dense_s: np
     return Control(throttle=min(max(err * SPEED_GAIN + 0.3, 0.0), 1.0), steer=wheel * STEER_PER_RAD)
 
 
-def run_case(maps: MapLibrary, town: str, vehicles: int, mode: str, ticks: int, seed: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) for `ticks` ticks after the warm-up."""
+def busiest_start(graph: LaneGraph, radius_m: float, samples: int = 300) -> int:
+    """A lane node (outside junctions) with the most lane length around it, so that the asked-for
+    number of vehicles fits within the spawn radius (deterministic sample)."""
+    rng = np.random.default_rng(0)
+    nodes = np.flatnonzero(graph.junction_id < 0)
+    best, best_count = int(nodes[0]), -1
+    for node in rng.choice(nodes, min(samples, nodes.size), replace=False).tolist():
+        count = graph.nodes_near(graph.xy[node], radius_m).size
+        if count > best_count:
+            best, best_count = int(node), count
+    return best
+
+
+def run_case(
+    maps: MapLibrary, town: str, vehicles: int, mode: str, ticks: int, seed: int, backend: str
+) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, mean number of actors) for `ticks` ticks after the warm-up."""
     cfg = SimConfig()
+    cfg.traffic.backend = backend
     cfg.scoring = mode == "driver+scoring"
     cfg.traffic.count = vehicles
     cfg.traffic.enabled = vehicles > 0
@@ -78,7 +97,9 @@ def run_case(maps: MapLibrary, town: str, vehicles: int, mode: str, ticks: int, 
     sim = EmbeddedSimulator(cfg, maps)
     graph = LaneGraph.for_map(maps.load(town), cfg.lane_graph)
     rng = np.random.default_rng(seed)
-    start = int(graph.seg_start[int(np.argmax(graph.seg_length))])  # the longest lane: a lively start
+    cfg.traffic.spawn_radius_m = SPAWN_RADIUS_M
+    cfg.traffic.despawn_radius_m = SPAWN_RADIUS_M + 20.0
+    start = busiest_start(graph, cfg.traffic.spawn_radius_m)
     route = route_along_lanes(graph, town, start, ROUTE_LENGTH_M, choose=lambda succ: int(rng.choice(succ)))
     snap = sim.reset(route, seed)
     dense_xy, dense_s = route.dense.xyz[:, :2], route.dense.s
@@ -86,21 +107,28 @@ def run_case(maps: MapLibrary, town: str, vehicles: int, mode: str, ticks: int, 
     brake = Control(brake=1.0)
     for _ in range(WARMUP_TICKS):
         snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
+    count = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(ticks):
         snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
-    return time.perf_counter() - t0, time.process_time() - c0
+        count += len(snap.actors)
+    return time.perf_counter() - t0, time.process_time() - c0, count / ticks
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--maps", type=Path, action="append", default=[], help="extra folder with .xodr towns")
-    ap.add_argument("--towns", nargs="*", default=None, help=f"default: {BUILTIN_TOWN} (or {FALLBACK_TOWN}) Town04")
+    ap.add_argument(
+        "--towns", nargs="*", default=None, help=f"default: {BUILTIN_TOWN} (or {FALLBACK_TOWN}) Town04"
+    )
     ap.add_argument("--vehicles", nargs="*", type=int, default=[0, 20, 50])
     ap.add_argument("--modes", nargs="*", default=["physics", "driver", "driver+scoring"])
     ap.add_argument("--ticks", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--backend", default="auto", choices=["auto", "numba", "numpy"], help="traffic tick backend"
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args(argv)
 
@@ -109,21 +137,32 @@ def main(argv: list[str] | None = None) -> int:
     maps = MapLibrary(dirs)
     towns = args.towns or [BUILTIN_TOWN if BUILTIN_TOWN in maps.towns() else FALLBACK_TOWN, "Town04"]
     rows = []
-    header = f"{'town':12s} {'mode':15s} {'vehicles':>8s} {'us/tick':>9s} {'x real time':>12s} {'cpu us/tick':>12s}"
+    header = (
+        f"{'town':12s} {'mode':15s} {'vehicles':>8s} {'present':>8s} {'us/tick':>9s} {'x real time':>12s}"
+        f" {'cpu us/tick':>12s}"
+    )
     print(header)
     print("-" * len(header))
     for town in towns:
         for mode in args.modes:
             for n in args.vehicles:
-                runs = [run_case(maps, town, n, mode, args.ticks, args.seed) for _ in range(args.repeats)]
+                runs = [
+                    run_case(maps, town, n, mode, args.ticks, args.seed, args.backend)
+                    for _ in range(args.repeats)
+                ]
                 wall = min(r[0] for r in runs) / args.ticks
                 cpu = min(r[1] for r in runs) / args.ticks
+                present = runs[0][2]
                 ratio = FIXED_DELTA_S / wall
                 rows.append(
-                    {"town": town, "mode": mode, "vehicles": n, "us_per_tick": wall * 1e6, "x_real_time": ratio,
-                     "cpu_us_per_tick": cpu * 1e6, "ticks": args.ticks, "repeats": args.repeats}
+                    {"town": town, "mode": mode, "vehicles": n, "present": present, "us_per_tick": wall * 1e6,
+                     "x_real_time": ratio, "cpu_us_per_tick": cpu * 1e6, "ticks": args.ticks,
+                     "repeats": args.repeats, "backend": args.backend}
                 )  # fmt: skip
-                print(f"{town:12s} {mode:15s} {n:8d} {wall * 1e6:9.0f} {ratio:12.0f} {cpu * 1e6:12.0f}", flush=True)
+                print(
+                    f"{town:12s} {mode:15s} {n:8d} {present:8.1f} {wall * 1e6:9.0f} {ratio:12.0f} {cpu * 1e6:12.0f}",
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps({"results": rows}, indent=2))
     return 0

@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     import carla
 
     from carla_bridge.route import Route
+    from carla_bridge.scoring.criteria import RouteCriteria
     from carla_bridge.snapshot import Control, InfractionEvent, WorldSnapshot
 
 FIXED_DELTA_S = 0.05  # 20 Hz, as the leaderboard
@@ -21,6 +22,16 @@ class Simulator(Protocol):
 
     @property
     def map(self) -> carla.Map: ...
+
+    @property
+    def done(self) -> bool:
+        """True once the route's scoring criteria have ended it (completed, failed, timed out)."""
+        ...
+
+    @property
+    def criteria(self) -> RouteCriteria | None:
+        """The route's scoring criteria; `criteria.record()` gives the leaderboard record."""
+        ...
 
     def reset(self, route: Route, seed: int) -> WorldSnapshot: ...
 

@@ -35,7 +35,6 @@ class SpeedConfig:
     junction_cap_distance_m: float = 30.0
     max_lateral_accel_mps2: float = 2.2  # curve speed: v <= sqrt(a_lat / curvature)
     curve_decel_mps2: float = 2.0  # deceleration assumed to reach a slower curve speed ahead
-    speed_lookahead_m: float = 80.0  # how far ahead speed limits and curves are read
     creep_speed_mps: float = 2.0  # after a long standstill on an uncertain forecast, move this slowly
     idm_speed_horizon_s: float = 0.5  # target speed = v + a_idm * horizon (the tracker's time constant)
 
@@ -69,7 +68,6 @@ class HazardConfig:
     lookahead_m: float = 80.0  # leading hazards are searched this far along the path
     max_level_gap_m: float = 3.0  # actors this much above/below the route are on a bridge or underpass
     corridor_margin_m: float = 0.35  # lateral margin beyond the ego half width
-    leading_max_yaw_deg: float = 35.0  # above this relative yaw an in-path vehicle is crossing (v_lead=0)
     yellow_max_decel_mps2: float = 4.0  # stop at yellow only when it needs at most this deceleration
     red_min_decel_override_mps2: float = 9.0  # unreachable red (needs more than this): drive through
     stop_line_passed_m: float = 1.5  # a stop line the ego front has passed by more than this is behind it
@@ -102,11 +100,12 @@ class ForecastConfig:
     vehicle_width_growth: float = 0.3  # relative extra width at the end of the horizon
     walker_min_speed_mps: float = 0.5
     walker_min_half_extent_m: float = 0.6
-    walker_max_speed_mps: float = 3.0
     vehicle_max_accel_mps2: float = 1.5  # held-throttle forecasts never accelerate faster than this
     vehicle_brake_decel_mps2: float = 8.0
     vehicle_throttle_accel_mps2: float = 3.5
-    parallel_max_yaw_deg: float = 20.0  # vehicles this close to (anti)parallel with the route keep to their lane
+    parallel_max_yaw_deg: float = (
+        20.0  # vehicles this close to (anti)parallel with the route keep to their lane
+    )
     parallel_max_lateral_m: float = 8.0  # ... when within this of the route
     parallel_junction_margin_m: float = 10.0  # ... and no junction lies within reach (+ this) along the route
     parallel_max_shift_m: float = 3.5  # their lateral drift over the horizon is capped at one lane
@@ -128,13 +127,20 @@ class ObstacleConfig:
     ramp_max_m: float = 25.0
     commit_lateral_fraction: float = 0.5  # past this share of the shift the overtake is committed
     clearance_time_margin_s: float = 1.5  # oncoming traffic must arrive this much after the ego leaves
-    clearance_extra_m: float = 10.0  # distance added to the pass (ego length + this, research)
+    # Distance added to the pass: the ego must reach the end of its ramp back (centre in its lane) plus
+    # this before oncoming traffic arrives there. PDM-Lite adds ego length + 10 m; the ramp end is
+    # already conservative (the ego leaves the oncoming lane half-way down the ramp).
+    clearance_extra_m: float = 0.0
     oncoming_min_speed_mps: float = 0.5  # oncoming vehicles slower than this are standing obstacles
     standing_speed_mps: float = 0.3  # vehicles slower than this may be obstacles
     slow_bicycle_ratio: float = 0.6  # bicycles slower than this x our cruise speed are overtaken
-    max_in_lane_shift_m: float = 0.7  # nudge inside the lane up to this without a lane change
+    max_in_lane_shift_m: float = 0.9  # nudge inside the lane up to this without a lane change
+    deadlock_wait_s: float = 5.0  # ego and the actor it waits for both standing this long: pass it
     blend_length_m: float = 8.0  # blend from the ego's actual offset into the planned offset
-    standing_time_s: float = 10.0  # scenario vehicles standing this long are obstacles, not traffic
+    standing_time_s: float = (
+        10.0  # vehicles standing this long (no junction ahead) are obstacles, not traffic
+    )
+    queue_junction_margin_m: float = 30.0  # ... a junction this close ahead of them means they queue
     wait_gap_m: float = 10.0  # bumper gap kept behind an obstacle while waiting to pass (room to swerve)
     pass_accel_mps2: float = 2.0  # acceleration assumed for the pass time
     invading_lookahead_m: float = 30.0  # oncoming vehicles cutting into the lane this close are dodged

@@ -46,7 +46,9 @@ class LateralPID:
         return min(max(steer, -1.0), 1.0)
 
 
-def proportional_steer(x: float, y: float, yaw: float, aim_x: float, aim_y: float, cfg: LateralConfig) -> float:
+def proportional_steer(
+    x: float, y: float, yaw: float, aim_x: float, aim_y: float, cfg: LateralConfig
+) -> float:
     """The PID's proportional term alone (memoryless), used to roll the ego forecast forward."""
     e = heading_error(x, y, yaw, aim_x, aim_y) / math.radians(cfg.error_scale_deg)
     return min(max(cfg.kp * e, -1.0), 1.0)
@@ -72,7 +74,9 @@ class LongitudinalController:
         self._integral = 0.0
         self._a_prev = 0.0
 
-    def step(self, speed: float, target: float, stop_accel: float | None = None) -> tuple[float, float, float]:
+    def step(
+        self, speed: float, target: float, stop_accel: float | None = None
+    ) -> tuple[float, float, float]:
         """(throttle, brake, commanded acceleration) for the current speed and target speed (m/s).
 
         A zero target says "stop" but not how hard: `stop_accel` (m/s^2, negative) is the planner's
@@ -85,7 +89,9 @@ class LongitudinalController:
             return 0.0, cfg.hold_brake, -cfg.max_decel_mps2 * cfg.hold_brake
         err = target - speed
         if target > 0.0:
-            self._integral = min(max(self._integral + err * self.dt, -cfg.integral_limit_mps), cfg.integral_limit_mps)
+            self._integral = min(
+                max(self._integral + err * self.dt, -cfg.integral_limit_mps), cfg.integral_limit_mps
+            )
         else:
             self._integral = 0.0
         a = err / cfg.track_time_constant_s + cfg.ki * self._integral
@@ -95,7 +101,10 @@ class LongitudinalController:
         a = min(max(a, -cfg.max_decel_mps2), cfg.max_accel_mps2)
         if a > -cfg.emergency_decel_mps2:
             # Braking may build faster than it is released: comfort never delays a needed stop much.
-            a = min(max(a, self._a_prev - cfg.max_jerk_down_mps3 * self.dt), self._a_prev + cfg.max_jerk_up_mps3 * self.dt)
+            a = min(
+                max(a, self._a_prev - cfg.max_jerk_down_mps3 * self.dt),
+                self._a_prev + cfg.max_jerk_up_mps3 * self.dt,
+            )
         self._a_prev = a
         resist = cfg.rolling_resistance_mps2 + cfg.drag_per_m * speed * speed if speed > 0.0 else 0.0
         if a + resist >= 0.0:

@@ -39,7 +39,14 @@ from experts.forecast import (
 from experts.geometry import boxes_overlap
 from experts.idm import comfort_decel_for_speed, idm_acceleration, required_decel
 from experts.obstacles import EgoOnRoute, LateralPlan, ObstaclePlanner
-from experts.route_prep import PreparedRoute, RouteTracker, SpeedCap, allowed_speed_profile, cosine_ramp, prepare_route
+from experts.route_prep import (
+    PreparedRoute,
+    RouteTracker,
+    SpeedCap,
+    allowed_speed_profile,
+    cosine_ramp,
+    prepare_route,
+)
 from experts.scene import RouteFrameActors, project_actors
 from experts.tracking import ActorHistory
 
@@ -115,7 +122,15 @@ class _Hazards:
     def empty() -> _Hazards:
         return _Hazards([], [], [], [], [], [], [])
 
-    def add(self, gap: float, v_lead: float, p: IDMHazardParams, reason: Reason, actor: int = -1, line: bool = False) -> None:
+    def add(
+        self,
+        gap: float,
+        v_lead: float,
+        p: IDMHazardParams,
+        reason: Reason,
+        actor: int = -1,
+        line: bool = False,
+    ) -> None:
         self.gap.append(gap)
         self.v_lead.append(v_lead)
         self.s0.append(p.min_gap_m)
@@ -139,11 +154,13 @@ class PDMLiteExpert:
         self.history = ActorHistory(self.cfg.forecast.standing_speed_mps)
         self.route: PreparedRoute | None = None
         self.tracker: RouteTracker | None = None
+        self.last_plan: ExpertPlan | None = None  # the latest plan (videos and tools overlay it)
         self._allowed = np.zeros(0)
         self._allowed_cause = np.zeros(0, np.int8)
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self.last_plan = None
         self._stop_lines: dict[tuple[str, int, int], float | None] = {}
         self._served_stop: dict[int, float] = {}  # stop sign id -> s of its line when served
         self._yellow_go: dict[int, bool] = {}  # light id -> decision taken at the onset of yellow
@@ -175,9 +192,15 @@ class PDMLiteExpert:
         v = max(float(ego.speed), 0.0)
         hl, hw = float(ego.extent[0]), float(ego.extent[1])
 
-        hint = float(route.dense_s[min(snapshot.route.index, len(route.dense_s) - 1)]) if len(route.dense_s) else None
+        hint = (
+            float(route.dense_s[min(snapshot.route.index, len(route.dense_s) - 1)])
+            if len(route.dense_s)
+            else None
+        )
         idx = self.tracker.update(x, y, hint)
-        s_arr, d_arr, _ = route.project(np.array([[x, y]]), idx - EGO_PROJECT_WINDOW, idx + EGO_PROJECT_WINDOW, 1)
+        s_arr, d_arr, _ = route.project(
+            np.array([[x, y]]), idx - EGO_PROJECT_WINDOW, idx + EGO_PROJECT_WINDOW, 1
+        )
         s_e, d_e = float(s_arr[0]), float(d_arr[0])
         ego_r = EgoOnRoute(s_e, d_e, v, hl, hw)
 
@@ -195,10 +218,13 @@ class PDMLiteExpert:
         )
 
         cruise = float(self._allowed[idx])
-        lat = self.obstacles.plan(route, frame, ego_r, cruise)
+        lat = self.obstacles.plan(route, frame, ego_r, cruise, self._deadlocked(frame))
 
         # Planned path window: route + lateral offsets, blended from where the ego actually is.
-        reach_m = max(cfg.hazards.lookahead_m, cfg.speed.max_speed_mps * cfg.plan_dt_s * cfg.plan_points) + PLAN_MARGIN_M
+        reach_m = (
+            max(cfg.hazards.lookahead_m, cfg.speed.max_speed_mps * cfg.plan_dt_s * cfg.plan_points)
+            + PLAN_MARGIN_M
+        )
         w0 = route.index_at(s_e - 2.0)
         w1 = route.index_at(s_e + reach_m) + 1
         s_win = route.s0_m + np.arange(w0, w1) * route.spacing_m
@@ -251,7 +277,7 @@ class PDMLiteExpert:
         control = Control(throttle=throttle, steer=steer, brake=brake)
 
         waypoints, speeds = self._plan_waypoints(v, v0, a, hz, s_e, s_win, path_xy)
-        return ExpertPlan(
+        self.last_plan = ExpertPlan(
             control=control,
             waypoints=waypoints,
             target_speeds=speeds,
@@ -262,10 +288,28 @@ class PDMLiteExpert:
             lateral_offset_m=planned_offset,
             dt_s=cfg.plan_dt_s,
         )
+        return self.last_plan
+
+    def _deadlocked(self, frame: RouteFrameActors) -> frozenset[int]:
+        """The actor the ego has been waiting for, when it has been standing just as long (a mutual
+        wait, typically each yielding to the other in a junction)."""
+        wait = self.cfg.obstacles.deadlock_wait_s
+        if self._standstill_s < wait or self._last_actor < 0 or not len(frame):
+            return frozenset()
+        k = np.flatnonzero(frame.id == self._last_actor)
+        if len(k) and frame.standing_s[k[0]] >= wait:
+            return frozenset({self._last_actor})
+        return frozenset()
 
     # ------------------------------------------------------------------ hazards for the IDM
     def _in_path_hazards(
-        self, frame: RouteFrameActors, ego: EgoOnRoute, lat: LateralPlan, s_win: np.ndarray, offset: np.ndarray, hz: _Hazards
+        self,
+        frame: RouteFrameActors,
+        ego: EgoOnRoute,
+        lat: LateralPlan,
+        s_win: np.ndarray,
+        offset: np.ndarray,
+        hz: _Hazards,
     ) -> np.ndarray:
         """Actors inside the planned corridor ahead: follow or stop behind them. Returns their mask."""
         cfg = self.cfg
@@ -280,7 +324,7 @@ class PDMLiteExpert:
         )
         if lat.passing_ids:
             inside &= ~np.isin(frame.id, list(lat.passing_ids))
-        obst = self.obstacles.obstacle_mask(frame, float(self._allowed[self.tracker.index]))
+        obst = self.obstacles.obstacle_mask(self.route, frame, float(self._allowed[self.tracker.index]))
         for k in np.flatnonzero(inside):
             kind = int(frame.kind[k])
             gap = float(frame.s_near[k]) - ego.s_front
@@ -320,7 +364,9 @@ class PDMLiteExpert:
                         self._yellow_go[light.id] = need > cfg.hazards.yellow_max_decel_mps2
                     if self._yellow_go[light.id]:
                         continue
-                elif need > cfg.hazards.red_min_decel_override_mps2 and gap < ego.v * ego.v / (2 * cfg.longitudinal.brake_decel_mps2):
+                elif need > cfg.hazards.red_min_decel_override_mps2 and gap < ego.v * ego.v / (
+                    2 * cfg.longitudinal.brake_decel_mps2
+                ):
                     continue  # cannot stop before the line any more
                 hz.add(gap, 0.0, cfg.idm.red_light, Reason.RED_LIGHT, -1, line=True)
 
@@ -347,12 +393,22 @@ class PDMLiteExpert:
     def _idm(self, v: float, v0: float, hz: _Hazards, reason0: Reason) -> tuple[float, Reason, int, bool]:
         """Smallest IDM acceleration over the hazards (free road when none) and what sets it."""
         idm = self.cfg.idm
-        b = comfort_decel_for_speed(v, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps)
+        b = comfort_decel_for_speed(
+            v, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps
+        )
         free = float(idm_acceleration(v, v0, math.inf, 0.0, 0.0, 0.0, idm.max_accel_mps2, b, idm.exponent))
         if not hz.gap:
             return free, reason0, -1, False
         acc = idm_acceleration(
-            v, v0, np.array(hz.gap), np.array(hz.v_lead), np.array(hz.s0), np.array(hz.headway), idm.max_accel_mps2, b, idm.exponent
+            v,
+            v0,
+            np.array(hz.gap),
+            np.array(hz.v_lead),
+            np.array(hz.s0),
+            np.array(hz.headway),
+            idm.max_accel_mps2,
+            b,
+            idm.exponent,
         )
         k = int(np.argmin(acc))
         if acc[k] < free - self.cfg.hazards.reason_margin_mps2:
@@ -379,17 +435,30 @@ class PDMLiteExpert:
         route = self.route
         v = ego.v
         horizon = self._horizon(ego, lat)
-        steps = max(int(round(horizon / fc.dt_s)), 1)
+        steps = max(round(horizon / fc.dt_s), 1)
 
         # Candidate speed profiles: the plan, then braking levels milder than nothing-but-full.
         decels = [d for d in fc.graded_decels_mps2 if -d < a_nom] + [cfg.longitudinal.brake_decel_mps2]
         accels = np.array([a_nom, *[-d for d in decels]])
-        stop_at = np.array([v0 if a_nom >= 0.0 else max(0.0, v + a_nom * cfg.speed.idm_speed_horizon_s)] + [0.0] * len(decels))
+        stop_at = np.array(
+            [v0 if a_nom >= 0.0 else max(0.0, v + a_nom * cfg.speed.idm_speed_horizon_s)]
+            + [0.0] * len(decels)
+        )
         speeds = speed_profiles(v, accels, stop_at, fc.dt_s, steps)
         dist = distances_from_speeds(v, speeds, fc.dt_s)
         ego_pose = snapshot.ego.pose
         poses, travelled = rollout_ego_on_path(
-            ego_pose.x, ego_pose.y, ego_pose.yaw, path_xy, float(s_win[0]), route.spacing_m, ego.s, speeds[0], fc.dt_s, cfg.lateral, cfg.bicycle
+            ego_pose.x,
+            ego_pose.y,
+            ego_pose.yaw,
+            path_xy,
+            float(s_win[0]),
+            route.spacing_m,
+            ego.s,
+            speeds[0],
+            fc.dt_s,
+            cfg.lateral,
+            cfg.bicycle,
         )
         ego_fc = resample_by_distance(poses, travelled, dist)  # (K, T, 3)
         none = HazardForecast(-1, math.inf, ego_fc[0], fc.dt_s, 0.0)
@@ -411,7 +480,13 @@ class PDMLiteExpert:
         actor_id = int(snapshot.actors.id[actor_row])
         kind = int(snapshot.actors.kind[actor_row])
         ttc = (t_idx + 1) * fc.dt_s
-        reason = Reason.PEDESTRIAN if kind == ActorKind.WALKER else Reason.BICYCLE if kind == ActorKind.BICYCLE else Reason.FORECAST_COLLISION
+        reason = (
+            Reason.PEDESTRIAN
+            if kind == ActorKind.WALKER
+            else Reason.BICYCLE
+            if kind == ActorKind.BICYCLE
+            else Reason.FORECAST_COLLISION
+        )
 
         # Creep: a long wait on an actor that is itself standing, re-checked with true-size boxes.
         if (
@@ -433,13 +508,28 @@ class PDMLiteExpert:
             gap = entry - ego.s_front
             s_conflict = ego.s + float(dist[0, t_idx]) + ego.half_length
             p = cfg.idm.junction_yield
-            if gap > -0.5 and s_conflict > entry and required_decel(v, gap - p.min_gap_m) <= max(fc.graded_decels_mps2):
+            if (
+                gap > -0.5
+                and s_conflict > entry
+                and required_decel(v, gap - p.min_gap_m) <= max(fc.graded_decels_mps2)
+            ):
                 idm = cfg.idm
-                b = comfort_decel_for_speed(v, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps)
-                a_line = float(idm_acceleration(v, v0, gap, 0.0, p.min_gap_m, p.headway_s, idm.max_accel_mps2, b, idm.exponent))
+                b = comfort_decel_for_speed(
+                    v, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps
+                )
+                a_line = float(
+                    idm_acceleration(
+                        v, v0, gap, 0.0, p.min_gap_m, p.headway_s, idm.max_accel_mps2, b, idm.exponent
+                    )
+                )
                 if gap < p.min_gap_m + cfg.idm.line_snap_gap_m and v < cfg.idm.line_snap_speed_mps:
                     a_line = -cfg.longitudinal.max_decel_mps2
-                return min(a_nom, a_line), HazardForecast(actor_id, ttc, ego_fc[0], fc.dt_s, max(-a_line, 0.0)), reason, actor_id
+                return (
+                    min(a_nom, a_line),
+                    HazardForecast(actor_id, ttc, ego_fc[0], fc.dt_s, max(-a_line, 0.0)),
+                    reason,
+                    actor_id,
+                )
 
         free = ~hits[1:].any(axis=(1, 2))
         if free.any():
@@ -469,7 +559,13 @@ class PDMLiteExpert:
         return bool(((rel > -fc.lane_change_behind_m) & (rel < ahead)).any())
 
     def _forecast_actors(
-        self, snapshot: WorldSnapshot, frame: RouteFrameActors, rows: np.ndarray, in_path: np.ndarray, ego: EgoOnRoute, horizon: float
+        self,
+        snapshot: WorldSnapshot,
+        frame: RouteFrameActors,
+        rows: np.ndarray,
+        in_path: np.ndarray,
+        ego: EgoOnRoute,
+        horizon: float,
     ) -> np.ndarray:
         """Rows of actors that can reach the ego within the horizon, minus those the IDM follows and
         those trailing in the ego's own lane."""
@@ -478,7 +574,12 @@ class PDMLiteExpert:
             return rows
         p = snapshot.ego.pose
         dist = np.hypot(actors.xyz[rows, 0] - p.x, actors.xyz[rows, 1] - p.y)
-        reach = (ego.v + np.abs(actors.speed[rows]) + 2.0) * horizon + ego.half_length + actors.extent[rows, 0] + 2.0
+        reach = (
+            (ego.v + np.abs(actors.speed[rows]) + 2.0) * horizon
+            + ego.half_length
+            + actors.extent[rows, 0]
+            + 2.0
+        )
         keep = dist < np.minimum(reach, self.cfg.forecast.radius_m)
         skip = set()
         if len(frame):
@@ -491,7 +592,13 @@ class PDMLiteExpert:
         return rows[keep]
 
     def _actor_forecasts(
-        self, snapshot: WorldSnapshot, kin, frame: RouteFrameActors, sel: np.ndarray, steps: int, horizon: float
+        self,
+        snapshot: WorldSnapshot,
+        kin,
+        frame: RouteFrameActors,
+        sel: np.ndarray,
+        steps: int,
+        horizon: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Poses (N, T) x, y, yaw of the actors `sel`.
 
@@ -516,26 +623,50 @@ class PDMLiteExpert:
             has_ctrl = ~np.isnan(ctrl[:, 0])
             beta = np.where(has_ctrl & ~known, slip_angle(np.nan_to_num(ctrl[:, 1]), model), 0.0)
             curv = np.where(known, kin.yaw_rate[r] / np.maximum(speed, 1.0), np.sin(beta) / model.rear_axle_m)
-            acc_ctrl = np.nan_to_num(ctrl[:, 0]) * fc.vehicle_throttle_accel_mps2 - np.nan_to_num(ctrl[:, 2]) * fc.vehicle_brake_decel_mps2
+            acc_ctrl = (
+                np.nan_to_num(ctrl[:, 0]) * fc.vehicle_throttle_accel_mps2
+                - np.nan_to_num(ctrl[:, 2]) * fc.vehicle_brake_decel_mps2
+            )
             acc = np.where(known, kin.accel[r], np.where(has_ctrl, acc_ctrl, 0.0))
             acc = np.clip(acc, -fc.vehicle_brake_decel_mps2, fc.vehicle_max_accel_mps2)
-            tr = forecast_vehicles(actors.xyz[r, 0], actors.xyz[r, 1], actors.yaw[r], speed, curv, beta, acc, fc.dt_s, steps)
+            tr = forecast_vehicles(
+                actors.xyz[r, 0], actors.xyz[r, 1], actors.yaw[r], speed, curv, beta, acc, fc.dt_s, steps
+            )
             vx, vy, vyaw = tr.x, tr.y, tr.yaw
             par = self._parallel_rows(frame, r, speed, horizon)
             if par is not None:
                 k, f = par
                 route = self.route
                 tp = forecast_along_route(
-                    route.xy, route.yaw, route.s0_m, route.spacing_m, frame.s[f], frame.d[f], frame.rel_yaw[f],
-                    speed[k], acc[k], np.where(np.abs(frame.rel_yaw[f]) > np.pi / 2, -1.0, 1.0), frame.v_across[f],
-                    fc.parallel_max_shift_m, fc.dt_s, steps,
+                    route.xy,
+                    route.yaw,
+                    route.s0_m,
+                    route.spacing_m,
+                    frame.s[f],
+                    frame.d[f],
+                    frame.rel_yaw[f],
+                    speed[k],
+                    acc[k],
+                    np.where(np.abs(frame.rel_yaw[f]) > np.pi / 2, -1.0, 1.0),
+                    frame.v_across[f],
+                    fc.parallel_max_shift_m,
+                    fc.dt_s,
+                    steps,
                 )
                 vx[k], vy[k], vyaw[k] = tp.x, tp.y, tp.yaw
             x[veh], y[veh], yaw[veh] = vx, vy, vyaw
         walk = kind == ActorKind.WALKER
         if walk.any():
             r = sel[walk]
-            tr = forecast_walkers(actors.xyz[r, 0], actors.xyz[r, 1], actors.yaw[r], actors.velocity[r], fc.walker_min_speed_mps, fc.dt_s, steps)
+            tr = forecast_walkers(
+                actors.xyz[r, 0],
+                actors.xyz[r, 1],
+                actors.yaw[r],
+                actors.velocity[r],
+                fc.walker_min_speed_mps,
+                fc.dt_s,
+                steps,
+            )
             x[walk], y[walk], yaw[walk] = tr.x, tr.y, tr.yaw
         stat = ~(veh | walk)
         if stat.any():
@@ -558,7 +689,9 @@ class PDMLiteExpert:
             return None
         f = np.array([pos[int(rows[i])] for i in k], np.int64)
         rel = np.abs(frame.rel_yaw[f])
-        aligned = (np.minimum(rel, np.pi - rel) < np.radians(fc.parallel_max_yaw_deg)) & (np.abs(frame.d[f]) < fc.parallel_max_lateral_m)
+        aligned = (np.minimum(rel, np.pi - rel) < np.radians(fc.parallel_max_yaw_deg)) & (
+            np.abs(frame.d[f]) < fc.parallel_max_lateral_m
+        )
         reach = speed[k] * horizon + fc.parallel_junction_margin_m
         lo, hi = frame.s[f] - reach, frame.s[f] + reach
         route = self.route
@@ -588,7 +721,10 @@ class PDMLiteExpert:
         hw = np.repeat(actors.extent[sel, 1:2], steps, axis=1)
         if scaled:
             t_frac = np.arange(1, steps + 1) / steps
-            veh = (kind == ActorKind.VEHICLE) | (kind == ActorKind.BICYCLE)
+            # Only moving vehicles get the uncertainty margins: a standing one stays where it is.
+            veh = ((kind == ActorKind.VEHICLE) | (kind == ActorKind.BICYCLE)) & (
+                np.abs(actors.speed[sel]) >= fc.standing_speed_mps
+            )
             hl[veh] *= fc.vehicle_scale_long_lane_change if near_lane_change else fc.vehicle_scale_long
             hw[veh] *= 1.0 + fc.vehicle_width_growth * t_frac[None, :]
             walk = kind == ActorKind.WALKER
@@ -621,11 +757,23 @@ class PDMLiteExpert:
         cap_first = max(0.0, v + a * cfg.plan_dt_s) if a < 0.0 else math.inf
         for k in range(cfg.plan_points):
             for _ in range(sub):
-                b = comfort_decel_for_speed(vel, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps)
+                b = comfort_decel_for_speed(
+                    vel, idm.comfort_decel_fast_mps2, idm.comfort_decel_slow_mps2, idm.decel_switch_speed_mps
+                )
                 if gaps is None:
-                    acc = float(idm_acceleration(vel, v0, math.inf, 0.0, 0.0, 0.0, idm.max_accel_mps2, b, idm.exponent))
+                    acc = float(
+                        idm_acceleration(
+                            vel, v0, math.inf, 0.0, 0.0, 0.0, idm.max_accel_mps2, b, idm.exponent
+                        )
+                    )
                 else:
-                    acc = float(np.min(idm_acceleration(vel, v0, gaps, v_lead, s0, hw, idm.max_accel_mps2, b, idm.exponent)))
+                    acc = float(
+                        np.min(
+                            idm_acceleration(
+                                vel, v0, gaps, v_lead, s0, hw, idm.max_accel_mps2, b, idm.exponent
+                            )
+                        )
+                    )
                 acc = max(acc, -cfg.longitudinal.max_decel_mps2)
                 new_v = max(vel + acc * dt, 0.0)
                 step = 0.5 * (vel + new_v) * dt

@@ -30,7 +30,9 @@ def bicycle_step(
     x: float, y: float, yaw: float, v: float, steer: float, dt: float, cfg: EgoModelConfig
 ) -> tuple[float, float, float]:
     """One explicit Euler step of the kinematic bicycle (see module docstring)."""
-    beta = math.atan(cfg.rear_axle_m / (cfg.front_axle_m + cfg.rear_axle_m) * math.tan(steer * cfg.wheel_per_steer_rad))
+    beta = math.atan(
+        cfg.rear_axle_m / (cfg.front_axle_m + cfg.rear_axle_m) * math.tan(steer * cfg.wheel_per_steer_rad)
+    )
     x += v * math.cos(yaw + beta) * dt
     y += v * math.sin(yaw + beta) * dt
     yaw += v / cfg.rear_axle_m * math.sin(beta) * dt
@@ -146,7 +148,13 @@ def forecast_vehicles(
 
 
 def forecast_walkers(
-    x: np.ndarray, y: np.ndarray, yaw: np.ndarray, velocity: np.ndarray, min_speed: float, dt: float, steps: int
+    x: np.ndarray,
+    y: np.ndarray,
+    yaw: np.ndarray,
+    velocity: np.ndarray,
+    min_speed: float,
+    dt: float,
+    steps: int,
 ) -> Trajectory:
     """Walkers at constant velocity; one standing still is assumed to start walking along its heading
     at `min_speed` (the worst case a privileged planner should respect)."""
@@ -158,7 +166,9 @@ def forecast_walkers(
     vx, vy = sp * np.cos(heading), sp * np.sin(heading)
     px = x[:, None] + vx[:, None] * t[None, :]
     py = y[:, None] + vy[:, None] * t[None, :]
-    return Trajectory(px, py, np.broadcast_to(heading[:, None], px.shape), np.broadcast_to(sp[:, None], px.shape))
+    return Trajectory(
+        px, py, np.broadcast_to(heading[:, None], px.shape), np.broadcast_to(sp[:, None], px.shape)
+    )
 
 
 def forecast_along_route(

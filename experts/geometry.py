@@ -30,9 +30,7 @@ def box_corners(x, y, yaw, half_length, half_width) -> np.ndarray:
     return np.stack([cx, cy], axis=-1)
 
 
-def boxes_overlap(
-    ax, ay, ayaw, a_hl, a_hw, bx, by, byaw, b_hl, b_hw
-) -> np.ndarray:
+def boxes_overlap(ax, ay, ayaw, a_hl, a_hw, bx, by, byaw, b_hl, b_hw) -> np.ndarray:
     """True where oriented box A overlaps box B (separating axis theorem; touching counts as overlap).
 
     Two rectangles are disjoint iff one of the four edge normals separates them: for axis k,

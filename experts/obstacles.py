@@ -7,7 +7,7 @@ clearance of the lane it borrows is re-checked every tick until then.
 
 Which lane to borrow follows the map: a nudge inside the own lane first, then a same-direction lane,
 then the oncoming lane of a two-way road, and only when that lane is clear for the whole manoeuvre:
-    t_pass = time to drive (s_return - s_ego + L_ego + extra) accelerating to the overtake speed
+    t_pass = time to drive (s_return - s_ego + extra) accelerating to the overtake speed
     every oncoming vehicle j: (s_j_near - s_return) / |v_j| > t_pass + margin.
 """
 
@@ -29,6 +29,8 @@ REAR_WATCH_M = 40.0
 # must not eat up that gap in.
 REAR_MIN_GAP_M = 6.0
 REAR_CLOSING_TIME_S = 2.0
+# Added to a needed lateral offset so that the corridor at that offset does not touch the obstacle.
+NEED_EPS_M = 0.05
 
 
 @dataclass(frozen=True)
@@ -115,13 +117,25 @@ class ObstaclePlanner:
         self.hz = hazards
         self._man: _Manoeuvre | None = None
         self._ev: _Manoeuvre | None = None
+        self._deadlocked: frozenset[int] = frozenset()
 
     def reset(self) -> None:
         self._man = None
         self._ev = None
+        self._deadlocked = frozenset()
 
     # ------------------------------------------------------------------ entry point
-    def plan(self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float) -> LateralPlan:
+    def plan(
+        self,
+        route: PreparedRoute,
+        frame: RouteFrameActors,
+        ego: EgoOnRoute,
+        cruise_mps: float,
+        deadlocked: frozenset[int] = frozenset(),
+    ) -> LateralPlan:
+        """The tick's lateral plan. `deadlocked`: actors the ego and they have been waiting on each
+        other for long (each yielding to the other); they are treated as obstacles wherever they stand."""
+        self._deadlocked = deadlocked
         bumps: list[Bump] = []
         cap, cap_reason = math.inf, ""
         lane_change = False
@@ -158,28 +172,40 @@ class ObstaclePlanner:
         )
 
     # ------------------------------------------------------------------ blocked lanes
-    def obstacle_mask(self, frame: RouteFrameActors, cruise_mps: float) -> np.ndarray:
-        """Actors that are obstacles to drive around rather than traffic to follow."""
+    def obstacle_mask(self, route: PreparedRoute, frame: RouteFrameActors, cruise_mps: float) -> np.ndarray:
+        """Actors that are obstacles to drive around rather than traffic to follow.
+
+        Statics and parked vehicles always; scenario bicycles riding slowly (HazardAtSideLane: background
+        cyclists are followed, passing them in the oncoming lane would cost a wrong-lane penalty); and
+        any vehicle that has stood still for long with no junction just ahead of it, where a queue
+        would be waiting (a broken-down car, or traffic stuck behind an obstacle); and the actors of a
+        mutual wait (see `plan`).
+        """
         cfg = self.cfg
         static = frame.kind == ActorKind.STATIC
         parked = (frame.role == ActorRole.PARKED) & (frame.kind != ActorKind.WALKER)
-        standing_scenario = (
-            frame.is_vehicle_like() & (frame.role == ActorRole.SCENARIO) & (frame.standing_s >= cfg.standing_time_s)
-        )
+        stuck = frame.is_vehicle_like() & (frame.standing_s >= cfg.standing_time_s)
+        if stuck.any():
+            for entry, exit_ in route.junctions:
+                stuck &= (frame.s_far + cfg.queue_junction_margin_m < entry) | (frame.s_near > exit_)
         slow_bike = (
             (frame.kind == ActorKind.BICYCLE)
+            & (frame.role != ActorRole.BACKGROUND)
             & (frame.v_along > -cfg.oncoming_min_speed_mps)
             & (frame.speed < cfg.slow_bicycle_ratio * cruise_mps)
         )
-        return static | parked | standing_scenario | slow_bike
+        deadlocked = np.isin(frame.id, list(self._deadlocked)) if self._deadlocked else False
+        return static | parked | stuck | slow_bike | deadlocked
 
-    def _cluster(self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float) -> _Cluster | None:
+    def _cluster(
+        self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float
+    ) -> _Cluster | None:
         """The first stretch of obstacles blocking the ego's lane ahead."""
         cfg = self.cfg
         if not len(frame):
             return None
         corridor = ego.half_width + cfg.clearance_m
-        obst = self.obstacle_mask(frame, cruise_mps)
+        obst = self.obstacle_mask(route, frame, cruise_mps)
         ahead = (frame.s_far > ego.s - ego.half_length) & (frame.s_near < ego.s + cfg.lookahead_m)
         lane_w = float(route.lane_width[route.index_at(ego.s)])
         cand = obst & ahead & (np.abs(frame.d) < 2.0 * lane_w)
@@ -201,7 +227,9 @@ class ObstaclePlanner:
             t_pass = (s_hi - ego.s + 2 * ego.half_length + cfg.margin_after_m) / max(cruise_mps - v_obst, 1.0)
             s_hi += v_obst * t_pass
         members = cand & (frame.s_far > s_lo - 1.0) & (frame.s_near < s_hi + 1.0)
-        return _Cluster(s_lo, s_hi, int(frame.id[idx[0]]), frozenset(int(i) for i in frame.id[members]), members, blocking)
+        return _Cluster(
+            s_lo, s_hi, int(frame.id[idx[0]]), frozenset(int(i) for i in frame.id[members]), members, blocking
+        )
 
     def _plan_obstacles(
         self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float
@@ -223,6 +251,9 @@ class ObstaclePlanner:
             self._man = None
             return None, no_wait
 
+        if man is not None and man.ids & cluster.ids and self._past_return(man, ego):
+            man.committed = True  # too far into the manoeuvre to abort it: finish it
+            return man, no_wait
         ramp = min(max(max(ego.v, 0.5 * cruise_mps) * cfg.ramp_time_s, cfg.ramp_min_m), cfg.ramp_max_m)
         s1 = cluster.s_lo - cfg.margin_before_m - ego.half_length
         s0 = max(s1 - ramp, ego.s)
@@ -235,15 +266,26 @@ class ObstaclePlanner:
         any_lane_option = False
         for opt in self._options(route, frame, cluster, ego, s0, s3, corridor):
             any_lane_option |= opt.kind != NeighbourLane.NONE
-            if not self._lane_clear(frame, self.obstacle_mask(frame, cruise_mps), ego, opt, s3, cruise_mps):
+            if not self._lane_clear(
+                frame, self.obstacle_mask(route, frame, cruise_mps), ego, opt, s3, cruise_mps
+            ):
                 continue
-            shifted = ego.d / opt.offset_m if abs(opt.offset_m) > 1e-3 else 1.0
-            committed = opt.kind == NeighbourLane.NONE or shifted > cfg.commit_lateral_fraction or ego.s > s1
-            self._man = _Manoeuvre(cluster.ids, Bump(s0, s1, s2, s3, opt.offset_m), opt.kind, committed)
+            self._man = _Manoeuvre(cluster.ids, Bump(s0, s1, s2, s3, opt.offset_m), opt.kind)
+            self._man.committed = opt.kind == NeighbourLane.NONE or self._past_return(self._man, ego)
             return self._man, no_wait
         # Nothing is free now: stay (or come back) in lane and wait behind the first obstacle.
         self._man = None
-        return None, (cluster.s_lo, cfg.wait_gap_m, cluster.key, "overtake_wait" if any_lane_option else "obstacle")
+        return None, (
+            cluster.s_lo,
+            cfg.wait_gap_m,
+            cluster.key,
+            "overtake_wait" if any_lane_option else "obstacle",
+        )
+
+    def _past_return(self, man: _Manoeuvre, ego: EgoOnRoute) -> bool:
+        """The ego has moved over most of the way, or reached the obstacle: no way back."""
+        shifted = ego.d / man.bump.offset_m if abs(man.bump.offset_m) > 1e-3 else 1.0
+        return shifted > self.cfg.commit_lateral_fraction or ego.s > man.bump.s1
 
     def _options(
         self,
@@ -259,8 +301,8 @@ class ObstaclePlanner:
         cfg = self.cfg
         i0, i1 = route.index_at(s_from), route.index_at(s_to)
         lane_w = float(np.min(route.lane_width[i0 : i1 + 1]))
-        need_left = min(0.0, float(frame.d_left[cluster.blocking].min()) - corridor)
-        need_right = max(0.0, float(frame.d_right[cluster.blocking].max()) + corridor)
+        need_left = min(0.0, float(frame.d_left[cluster.blocking].min()) - corridor - NEED_EPS_M)
+        need_right = max(0.0, float(frame.d_right[cluster.blocking].max()) + corridor + NEED_EPS_M)
 
         def free(offset: float) -> bool:
             return not (cluster.members & frame.lateral_overlap(offset, corridor)).any()
@@ -280,7 +322,9 @@ class ObstaclePlanner:
             sign = -1.0 if side == "left" else 1.0
             centre = sign * 0.5 * (lane_w + other_w)
             limit = sign * (0.5 * lane_w + other_w - ego.half_width - 0.1)
-            offset = centre if abs(centre) >= abs(need) else need
+            # A same-direction lane is taken whole (its centre); of an oncoming lane no more is borrowed
+            # than the obstacle needs: less exposure, and the ego's centre often stays in its own lane.
+            offset = max(centre, need, key=abs) if kind == NeighbourLane.SAME else need
             if abs(offset) > abs(limit) or not free(offset):
                 continue
             lanes.append(_Option(offset, int(kind)))
@@ -289,13 +333,23 @@ class ObstaclePlanner:
         return options + lanes
 
     def _lane_clear(
-        self, frame: RouteFrameActors, obst: np.ndarray, ego: EgoOnRoute, opt: _Option, s_return: float, cruise_mps: float
+        self,
+        frame: RouteFrameActors,
+        obst: np.ndarray,
+        ego: EgoOnRoute,
+        opt: _Option,
+        s_return: float,
+        cruise_mps: float,
     ) -> bool:
         """Whether the band the ego will drive in is free long enough (re-checked every tick)."""
         cfg = self.cfg
         if opt.kind == NeighbourLane.NONE:
             return True
-        band = frame.lateral_overlap(opt.offset_m, ego.half_width + cfg.clearance_m) & frame.is_vehicle_like() & ~obst
+        band = (
+            frame.lateral_overlap(opt.offset_m, ego.half_width + cfg.clearance_m)
+            & frame.is_vehicle_like()
+            & ~obst
+        )
         if not band.any():
             return True
         s_near, s_far, v_al = frame.s_near[band], frame.s_far[band], frame.v_along[band]
@@ -303,7 +357,9 @@ class ObstaclePlanner:
         # Vehicles already alongside, or standing inside the stretch the ego needs, block it.
         if ((s_far > ego_rear) & (s_near < ego_front)).any():
             return False
-        standing_inside = (np.abs(v_al) < cfg.oncoming_min_speed_mps) & (s_near < s_return) & (s_far > ego_front)
+        standing_inside = (
+            (np.abs(v_al) < cfg.oncoming_min_speed_mps) & (s_near < s_return) & (s_far > ego_front)
+        )
         if standing_inside.any():
             return False
         behind = (s_far <= ego_rear) & (s_far > ego_rear - REAR_WATCH_M) & (v_al > 0.0)
@@ -317,19 +373,26 @@ class ObstaclePlanner:
             return True
         v_pass = min(cfg.overtake_speed_mps, max(cruise_mps, ego.v))
         t_pass = time_to_cover(
-            s_return - ego.s + 2.0 * ego.half_length + cfg.clearance_extra_m, ego.v, v_pass, cfg.pass_accel_mps2
+            s_return - ego.s + cfg.clearance_extra_m,
+            ego.v,
+            v_pass,
+            cfg.pass_accel_mps2,
         )
         t_arrive = (s_near[oncoming] - s_return) / np.abs(v_al[oncoming])
         return bool((t_arrive > t_pass + cfg.clearance_time_margin_s).all())
 
     # ------------------------------------------------------------------ emergency vehicles
-    def _plan_emergency(self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float) -> _Manoeuvre | None:
+    def _plan_emergency(
+        self, route: PreparedRoute, frame: RouteFrameActors, ego: EgoOnRoute, cruise_mps: float
+    ) -> _Manoeuvre | None:
         """Step aside into a neighbour lane while an emergency vehicle comes up behind in the ego's lane."""
         hz = self.hz
         ev = self._ev
         if ev is not None:
             tracked = frame.id == next(iter(ev.ids))
-            passed = not tracked.any() or bool((frame.s_near[tracked] > ego.s_front + hz.emergency_pass_margin_m).all())
+            passed = not tracked.any() or bool(
+                (frame.s_near[tracked] > ego.s_front + hz.emergency_pass_margin_m).all()
+            )
             b = ev.bump
             if not passed and not ev.released:
                 s2 = max(b.s2, ego.s + hz.emergency_hold_m)
@@ -356,7 +419,9 @@ class ObstaclePlanner:
         not_traffic[k] = True  # the emergency vehicle itself is what the ego makes room for
         for side in ("right", "left"):
             code = int((route.right_lane if side == "right" else route.left_lane)[i])
-            if code == NeighbourLane.NONE or (hz.emergency_same_direction_only and code != NeighbourLane.SAME):
+            if code == NeighbourLane.NONE or (
+                hz.emergency_same_direction_only and code != NeighbourLane.SAME
+            ):
                 continue
             width = float((route.right_width if side == "right" else route.left_width)[i])
             offset = (1.0 if side == "right" else -1.0) * 0.5 * (lane_w + width)
@@ -365,7 +430,12 @@ class ObstaclePlanner:
                 s0 = ego.s
                 s1 = s0 + hz.emergency_ramp_m
                 s2 = s1 + hz.emergency_hold_m
-                self._ev = _Manoeuvre(frozenset({int(frame.id[k])}), Bump(s0, s1, s2, s2 + hz.emergency_ramp_m, offset), code, True)
+                self._ev = _Manoeuvre(
+                    frozenset({int(frame.id[k])}),
+                    Bump(s0, s1, s2, s2 + hz.emergency_ramp_m, offset),
+                    code,
+                    True,
+                )
                 return self._ev
         return None
 

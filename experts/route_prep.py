@@ -21,7 +21,6 @@ from carla_bridge.route import DenseRoute, RoadOption, Route
 from experts.config import RoutePrepConfig, SpeedConfig
 from experts.geometry import wrap_angle
 
-
 LANE_CHANGE_DEDUP_M = 5.0  # a smoothed jump this close to a planned lane change is the same one
 
 
@@ -78,7 +77,9 @@ class PreparedRoute:
         yaw = self.yaw[index]
         return np.stack([-np.sin(yaw), np.cos(yaw)], axis=-1)
 
-    def project(self, points: np.ndarray, i0: int, i1: int, stride: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def project(
+        self, points: np.ndarray, i0: int, i1: int, stride: int = 5
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Arc length s, lateral offset d (right positive) and path yaw of points (N, 2) on path[i0:i1].
 
         The nearest of every `stride`-th point is refined by projecting on its tangent:
@@ -100,7 +101,9 @@ class PreparedRoute:
         if not len(self.junctions):
             return None
         k = int(np.searchsorted(self.junctions[:, 1], s, side="right"))
-        return None if k >= len(self.junctions) else (float(self.junctions[k, 0]), float(self.junctions[k, 1]))
+        return (
+            None if k >= len(self.junctions) else (float(self.junctions[k, 0]), float(self.junctions[k, 1]))
+        )
 
     def locate_stop_line(self, x: float, y: float, yaw: float, cfg: RoutePrepConfig) -> float | None:
         """Arc length of a stop line (x, y, lane yaw) on the path, or None when it controls another lane."""
@@ -120,7 +123,9 @@ def cosine_ramp(u: np.ndarray) -> np.ndarray:
 
 
 def _lane_info(cmap: carla.Map, x: float, y: float, z: float) -> carla.Waypoint | None:
-    return cmap.get_waypoint(carla.Location(x=x, y=y, z=z), project_to_road=True, lane_type=carla.LaneType.Driving)
+    return cmap.get_waypoint(
+        carla.Location(x=x, y=y, z=z), project_to_road=True, lane_type=carla.LaneType.Driving
+    )
 
 
 def _neighbour(wp: carla.Waypoint, side: str) -> tuple[int, float]:
@@ -131,7 +136,9 @@ def _neighbour(wp: carla.Waypoint, side: str) -> tuple[int, float]:
     return (NeighbourLane.SAME if same else NeighbourLane.OPPOSITE), float(other.lane_width)
 
 
-def smooth_lane_changes(xy: np.ndarray, yaw: np.ndarray, lengths: np.ndarray, jump_m: float) -> tuple[np.ndarray, np.ndarray]:
+def smooth_lane_changes(
+    xy: np.ndarray, yaw: np.ndarray, lengths: np.ndarray, jump_m: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Replace lateral jumps between consecutive points by cosine ramps centred on the jump.
 
     For a jump of lateral size D (right positive) between points i and i+1 with ramp length L around
@@ -173,11 +180,15 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def prepare_route(route: Route, cmap: carla.Map, cfg: RoutePrepConfig, speed: SpeedConfig | None = None) -> PreparedRoute:
+def prepare_route(
+    route: Route, cmap: carla.Map, cfg: RoutePrepConfig, speed: SpeedConfig | None = None
+) -> PreparedRoute:
     """Build the expert's path from `route.dense` and the map (see module docstring)."""
     dense = route.dense
     if dense is None or len(dense) < 2:
-        raise RouteError(route.id, "has no dense route; plan it first (carla_bridge.route_planner.prepare_routes)")
+        raise RouteError(
+            route.id, "has no dense route; plan it first (carla_bridge.route_planner.prepare_routes)"
+        )
     speed = speed or SpeedConfig()
     keep = _kept_points(dense)
     xyz = dense.xyz[keep].astype(float)
@@ -207,12 +218,14 @@ def prepare_route(route: Route, cmap: carla.Map, cfg: RoutePrepConfig, speed: Sp
         right[i], right_w[i] = _neighbour(wp, "right")
 
     xy = xyz[:, :2]
-    yaw_pts = _polyline_yaw(xy)
     limit = dense.speed_limit[keep].astype(float)
     lc_len = np.clip(
-        speed.speed_limit_fraction * limit * cfg.lane_change_duration_s, cfg.lane_change_min_length_m, cfg.lane_change_max_length_m
+        speed.speed_limit_fraction * limit * cfg.lane_change_duration_s,
+        cfg.lane_change_min_length_m,
+        cfg.lane_change_max_length_m,
     )
-    xy, jump_arc = smooth_lane_changes(xy, yaw_pts, lc_len, cfg.lane_change_jump_m)
+    # The lanes' own heading (not the polyline's, which a jump skews) measures the jumps.
+    xy, jump_arc = smooth_lane_changes(xy, yaw_in, lc_len, cfg.lane_change_jump_m)
 
     # Straight pads so that look-ahead never runs off either end.
     yaw_pts = _polyline_yaw(xy)
@@ -244,8 +257,12 @@ def prepare_route(route: Route, cmap: carla.Map, cfg: RoutePrepConfig, speed: Sp
     all_s = _dense_index_to_s(keep, dense_s, len(dense))
     lc_mask = np.isin(dense.commands, (RoadOption.CHANGELANELEFT, RoadOption.CHANGELANERIGHT))
     # Lane changes: the planner's CHANGELANE runs, and any other lateral jump that was smoothed.
-    lane_changes = [0.5 * (all_s[max(a - 1, 0)] + all_s[b]) for a, b in _runs(lc_mask)]
-    lane_changes += [float(j) for j in jump_arc if all(abs(j - c) > LANE_CHANGE_DEDUP_M for c in lane_changes)]
+    lane_changes = [
+        0.5 * (all_s[max(a - 1, 0)] + all_s[min(b + 1, len(all_s) - 1)]) for a, b in _runs(lc_mask)
+    ]
+    lane_changes += [
+        float(j) for j in jump_arc if all(abs(j - c) > LANE_CHANGE_DEDUP_M for c in lane_changes)
+    ]
     return PreparedRoute(
         spacing_m=sp,
         s0_m=float(s_new[0]),

@@ -54,7 +54,9 @@ class RouteFrameActors:
 
     def lateral_overlap(self, centre: np.ndarray | float, half_width: float) -> np.ndarray:
         """True where the actor's lateral span meets the band centre +- half_width."""
-        return (self.d_right > np.asarray(centre) - half_width) & (self.d_left < np.asarray(centre) + half_width)
+        return (self.d_right > np.asarray(centre) - half_width) & (
+            self.d_left < np.asarray(centre) + half_width
+        )
 
     def is_vehicle_like(self) -> np.ndarray:
         return (self.kind == ActorKind.VEHICLE) | (self.kind == ActorKind.BICYCLE)

@@ -43,7 +43,9 @@ def lane_route(
 
     At forks `turn` picks the successor: 0 the straightest, -1 the leftmost, +1 the rightmost.
     """
-    wp = cmap.get_waypoint(carla.Location(x=x, y=y, z=0.0), project_to_road=True, lane_type=carla.LaneType.Driving)
+    wp = cmap.get_waypoint(
+        carla.Location(x=x, y=y, z=0.0), project_to_road=True, lane_type=carla.LaneType.Driving
+    )
     if wp is None:
         raise ValueError(f"no driving lane near ({x}, {y})")
     wps = [wp]
@@ -56,7 +58,9 @@ def lane_route(
     yaw = np.radians([w.transform.rotation.yaw for w in wps])
     junction = np.array([w.is_junction for w in wps])
     commands = np.full(len(wps), RoadOption.LANEFOLLOW, np.int8)
-    commands[junction] = RoadOption.STRAIGHT if turn == 0 else (RoadOption.LEFT if turn < 0 else RoadOption.RIGHT)
+    commands[junction] = (
+        RoadOption.STRAIGHT if turn == 0 else (RoadOption.LEFT if turn < 0 else RoadOption.RIGHT)
+    )
     s = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(xyz[:, :2], axis=0).T))])
     dense = DenseRoute(
         xyz=xyz,

@@ -82,7 +82,9 @@ def frame_loader(
 ) -> DataLoader:
     """Batches of FrameBatch; shuffled in clip blocks when a generator is given, in order otherwise."""
     sampler = (
-        BlockShuffleSampler(dataset.sample_clips, data.block_clips, generator) if generator is not None else None
+        BlockShuffleSampler(dataset.sample_clips, data.block_clips, generator)
+        if generator is not None
+        else None
     )
     return DataLoader(
         dataset,
@@ -95,7 +97,11 @@ def frame_loader(
 
 
 def imitation_batch(
-    model: nn.Module, batch: FrameBatch, weights: ImitationWeights, precision: Precision, weighted: bool = True
+    model: nn.Module,
+    batch: FrameBatch,
+    weights: ImitationWeights,
+    precision: Precision,
+    weighted: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Imitation loss of one batch (network under autocast, the loss in float32)."""
     with precision.autocast():
@@ -213,10 +219,20 @@ def train_bc(
         generator = seed_everything(loop.seed)
         model = build_model(policy_config).to(precision.device)
         train_loader = frame_loader(
-            FrameDataset(store, train_index, config.data.cache_clips), loop.batch_size, config.data, precision, generator
+            FrameDataset(store, train_index, config.data.cache_clips),
+            loop.batch_size,
+            config.data,
+            precision,
+            generator,
         )
         val_loader = (
-            frame_loader(FrameDataset(store, val_index, config.data.cache_clips), loop.batch_size, config.data, precision, None)
+            frame_loader(
+                FrameDataset(store, val_index, config.data.cache_clips),
+                loop.batch_size,
+                config.data,
+                precision,
+                None,
+            )
             if len(val_index)
             else None
         )

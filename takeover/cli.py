@@ -15,6 +15,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.drive",
     "takeover.commands.db",
     "takeover.commands.demo",
+    "takeover.commands.train",
+    "takeover.commands.collect",
 )
 
 

@@ -84,11 +84,15 @@ def _control_row(control: Control) -> tuple[float, float, float]:
     return (float(control.throttle), float(control.steer), float(control.brake))
 
 
-def expert_plan_at(plan: ExpertPlan, ego_xy: np.ndarray, ego_speed: float, times_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def expert_plan_at(
+    plan: ExpertPlan, ego_xy: np.ndarray, ego_speed: float, times_s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Expert waypoints (K, 2) world and speeds (K,) at `times_s`, linear in time from (ego, speed) at t = 0."""
     own = plan.dt_s * np.arange(1, len(plan.waypoints) + 1)
     xy = plan_positions(own, plan.waypoints, ego_xy, times_s)
-    speeds = np.interp(times_s, np.concatenate([[0.0], own]), np.concatenate([[ego_speed], plan.target_speeds]))
+    speeds = np.interp(
+        times_s, np.concatenate([[0.0], own]), np.concatenate([[ego_speed], plan.target_speeds])
+    )
     return xy, speeds
 
 
@@ -214,12 +218,18 @@ def build_clip_arrays(
             [world_to_ego(world[t], s.ego.pose) for t, s in enumerate(snaps)]
         ).astype(np.float32)
         arrays["expert_speeds"] = speeds
-        arrays["expert_control"] = np.array([_control_row(p.control) for p in experts if p is not None], np.float32)
+        arrays["expert_control"] = np.array(
+            [_control_row(p.control) for p in experts if p is not None], np.float32
+        )
 
     policies = [f.policy_plan for f in frames]
     if all(p is not None for p in policies):
         world = np.stack(
-            [policy_plan_at(p, s.ego.pose.xy, times) for s, p in zip(snaps, policies, strict=True) if p is not None]
+            [
+                policy_plan_at(p, s.ego.pose.xy, times)
+                for s, p in zip(snaps, policies, strict=True)
+                if p is not None
+            ]
         )
         arrays["policy_plan"] = world
         arrays["policy_waypoints_ego"] = np.stack(

@@ -62,7 +62,9 @@ def validate_dagger_config(config: DAggerConfig, where: str = "dagger") -> None:
     if not 0.0 <= config.base_fraction <= 1.0:
         raise TrainingError(f"{where}.base_fraction={config.base_fraction} must be in [0, 1]")
     if not config.round_prefix or "/" in config.round_prefix:
-        raise TrainingError(f"{where}.round_prefix={config.round_prefix!r} must be a non-empty name without '/'")
+        raise TrainingError(
+            f"{where}.round_prefix={config.round_prefix!r} must be a non-empty name without '/'"
+        )
 
 
 def dagger_data(
@@ -115,16 +117,18 @@ def dagger_round(
             "pre_takeover": takeover_frames.subset(takeover_frames.role == FrameRole.PRE_TAKEOVER),
         }
         probe_loaders = {
-            name: frame_loader(FrameDataset(store, idx, data.cache_clips), loop.batch_size, data, precision, None)
+            name: frame_loader(
+                FrameDataset(store, idx, data.cache_clips), loop.batch_size, data, precision, None
+            )
             for name, idx in probes.items()
             if len(idx)
         }
 
         def probe_losses(when: str) -> dict[str, float]:
             return {
-                f"{name}_loss_{when}": evaluate_imitation(model, loader, config.loss, precision, "", weighted=False)[
-                    "loss"
-                ]
+                f"{name}_loss_{when}": evaluate_imitation(
+                    model, loader, config.loss, precision, "", weighted=False
+                )["loss"]
                 for name, loader in probe_loaders.items()
             }
 

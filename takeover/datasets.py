@@ -142,7 +142,9 @@ def check_clip_arrays(
             continue
         shape = tuple(arrays_meta[key]["shape"])
         if shape[1:] != expected[key]:
-            problems.append(f"clip {clip_id} {key} has per-frame shape {shape[1:]}, the policy needs {expected[key]}")
+            problems.append(
+                f"clip {clip_id} {key} has per-frame shape {shape[1:]}, the policy needs {expected[key]}"
+            )
         if key == "feat_bev" and arrays_meta[key]["dtype"] != BEV_DTYPE:
             problems.append(f"clip {clip_id} feat_bev has dtype {arrays_meta[key]['dtype']}, expected uint8")
     return problems
@@ -249,7 +251,9 @@ def _query_frames(
 ) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
     """Frame rows (deduplicated per episode tick) of the usable clips, and trigger times per episode."""
     with Session(store.engine) as session:
-        clips = session.execute(_episode_filter(select(Clip.id, Clip.arrays), run, phases, max_iteration)).all()
+        clips = session.execute(
+            _episode_filter(select(Clip.id, Clip.arrays), run, phases, max_iteration)
+        ).all()
         usable = training_clips([(int(c), dict(m)) for c, m in clips], FRAME_SAMPLE_KEYS, spec, what)
         if not usable:
             return {}, {}
@@ -297,7 +301,9 @@ def _query_frames(
 def select_demo_frames(store: Store, run: str, config: DataConfig, spec: FeatureSpec) -> FrameIndex:
     """Every frame of the demonstration episodes of `config.demo_run` (or `run`), weight demo_weight."""
     demo_run = config.demo_run or run
-    table, _ = _query_frames(store, demo_run, config.demo_phases, None, spec, f"demonstrations of run {demo_run!r}")
+    table, _ = _query_frames(
+        store, demo_run, config.demo_phases, None, spec, f"demonstrations of run {demo_run!r}"
+    )
     if not table or config.demo_weight <= 0:
         return FrameIndex.empty()
     n = len(table["clip_id"])
@@ -342,11 +348,8 @@ def split_by_episode(index: FrameIndex, val_fraction: float, seed: int) -> tuple
     """(train, val): whole episodes go to validation, about `val_fraction` of them (at least one when
     there are two or more episodes and val_fraction > 0), chosen by a seeded permutation."""
     episodes = np.unique(index.episode_id)
-    n_val = round(val_fraction * len(episodes))
-    if val_fraction > 0 and len(episodes) >= 2:
-        n_val = min(max(n_val, 1), len(episodes) - 1)
-    else:
-        n_val = 0
+    wanted = round(val_fraction * len(episodes))
+    n_val = min(max(wanted, 1), len(episodes) - 1) if val_fraction > 0 and len(episodes) >= 2 else 0
     order = np.random.default_rng(seed).permutation(episodes)
     val = np.isin(index.episode_id, order[:n_val])
     return index.subset(~val), index.subset(val)
@@ -412,7 +415,9 @@ class ClipCache:
 def frame_features(arrays: dict[str, np.ndarray], row: int) -> PolicyFeatures:
     command = int(arrays["feat_command"][row])
     if not 0 <= command < NUM_COMMANDS:
-        raise DatasetError(f"feat_command {command} is not an index into the {NUM_COMMANDS} navigation commands")
+        raise DatasetError(
+            f"feat_command {command} is not an index into the {NUM_COMMANDS} navigation commands"
+        )
     return FeatureArrays(
         bev=np.ascontiguousarray(arrays["feat_bev"][row]),
         speed_mps=float(arrays["feat_speed"][row]),
@@ -422,6 +427,12 @@ def frame_features(arrays: dict[str, np.ndarray], row: int) -> PolicyFeatures:
 
 
 # ------------------------------------------------------------------------------------------ frame data set
+
+
+def _pinned_features(f: PolicyFeatures) -> PolicyFeatures:
+    return PolicyFeatures(
+        f.bev.pin_memory(), f.speed.pin_memory(), f.target_point.pin_memory(), f.command.pin_memory()
+    )
 
 
 @dataclass
@@ -445,6 +456,17 @@ class FrameBatch:
 
     def __len__(self) -> int:
         return int(self.waypoints.shape[0])
+
+    def pin_memory(self) -> FrameBatch:
+        """Page-locked copies (DataLoader pin_memory=True calls this) for asynchronous GPU copies."""
+        return FrameBatch(
+            _pinned_features(self.features),
+            self.waypoints.pin_memory(),
+            self.control.pin_memory(),
+            self.speed.pin_memory(),
+            self.weight.pin_memory(),
+            self.role.pin_memory(),
+        )
 
     def to(self, device: torch.device) -> FrameBatch:
         return FrameBatch(
@@ -559,8 +581,9 @@ def select_pairs(
     for r in rows:
         if int(r.clip_id) not in usable:
             continue
-        chosen = np.asarray(r.chosen, np.float32)[:, :2]
-        rejected = np.asarray(r.rejected, np.float32)[:, :2]
+        # Plans are stored as [x, y] or [x, y, speed] points; an empty plan becomes (0, 0) and fails below.
+        chosen = np.asarray(r.chosen, np.float32).reshape(len(r.chosen), -1)[:, :2]
+        rejected = np.asarray(r.rejected, np.float32).reshape(len(r.rejected), -1)[:, :2]
         if chosen.shape != (k, 2) or rejected.shape != (k, 2):
             raise DatasetError(
                 f"preference pair {r.id} has plans of {len(chosen)} and {len(rejected)} points; the policy "
@@ -570,7 +593,10 @@ def select_pairs(
         plans_c.append(chosen)
         plans_r.append(rejected)
         meta = clips[int(r.clip_id)]
-        has_control.append(r.source == PairSource.EXPERT_VS_POLICY and all(key in meta for key in ("expert_control", "policy_control")))
+        has_control.append(
+            r.source == PairSource.EXPERT_VS_POLICY
+            and all(key in meta for key in ("expert_control", "policy_control"))
+        )
     if not kept:
         return PairIndex(
             np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
@@ -612,6 +638,17 @@ class PairBatch:
     def __len__(self) -> int:
         return int(self.weight.shape[0])
 
+    def pin_memory(self) -> PairBatch:
+        return PairBatch(
+            _pinned_features(self.features),
+            self.chosen_waypoints.pin_memory(),
+            self.rejected_waypoints.pin_memory(),
+            self.chosen_control.pin_memory(),
+            self.rejected_control.pin_memory(),
+            self.has_control.pin_memory(),
+            self.weight.pin_memory(),
+        )
+
     def to(self, device: torch.device) -> PairBatch:
         return PairBatch(
             self.features.to(device),
@@ -646,7 +683,7 @@ class PairDataset(Dataset[PairSample]):
 
     def __init__(self, store: Store, index: PairIndex, cache_clips: int) -> None:
         self.index = index
-        self.cache = ClipCache(store, FEATURE_KEYS + ("expert_control", "policy_control"), cache_clips)
+        self.cache = ClipCache(store, (*FEATURE_KEYS, "expert_control", "policy_control"), cache_clips)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -57,7 +57,7 @@ def drive_route(
         if on_tick is not None:
             on_tick(snapshot)
     wall = time.perf_counter() - start
-    record = sim._criteria.record(index=repetition, duration_system_s=wall)  # TODO: public accessor
+    record = sim.criteria.record(index=repetition, duration_system_s=wall)
     record = replace(record, route_id=record_name(route, repetition))
     return DriveOutcome(route, seed, record, wall, ticks)
 

@@ -17,7 +17,11 @@ control to the expert when one of these conditions holds (`TakeoverReason`, in p
 - stuck: the ego stands still while the expert's plan wants to move for `stuck_time_s` (the inertia
   problem of cloned policies);
 - plan_deviation: the average or final displacement between the two plans stays above
-  `deviation_ade_m` / `deviation_fde_m` for `deviation_min_s`.
+  `deviation_ade_m` / `deviation_fde_m` for `deviation_min_s` (not counted while the stuck
+  condition holds: standing while the expert wants to go is the stuck rule's, with its patience).
+  A deviation is reported as predicted_collision / red_light / stop_sign instead when the policy's
+  plan runs into that hazard anywhere in its horizon (the expert reacts earlier than the immediate
+  thresholds: the hazard is the cause, the deviation its symptom).
 
 Hand-back has hysteresis (ThriftyDAgger): the expert keeps control for at least `min_expert_s`, and
 until the policy's plan has agreed with the expert's (ADE and FDE below the hand-back thresholds, and
@@ -86,8 +90,9 @@ class MonitorConfig:
     enabled_reasons: list[str] = field(default_factory=lambda: [r.value for r in TakeoverReason])
     # predicted_collision
     collision_ttc_s: float = 2.0  # trigger when the policy's plan overlaps an actor sooner than this
+    # (overlaps are searched over the whole plan horizon: a later one explains a plan_deviation)
     collision_dt_s: float = 0.1  # time step of the swept-box check, s
-    collision_radius_m: float = 40.0  # actors farther than this from the ego are not forecast
+    collision_radius_m: float = 60.0  # actors farther than this from the ego are not forecast (4 s at 15 m/s)
     collision_margin_long_m: float = 0.3  # added to the ego's half length in the check
     collision_margin_lat_m: float = 0.1  # added to the ego's half width in the check
     collision_ignore_behind: bool = True  # actors whose centre is behind the ego's rear are not checked
@@ -98,9 +103,14 @@ class MonitorConfig:
     # red_light / stop_sign
     red_light_max_time_s: float = 4.0  # the policy's plan crosses a red/yellow stop line within this
     stop_sign_max_time_s: float = 4.0  # ... a stop sign's stop line within this
-    stop_line_max_yaw_deg: float = 60.0  # a line controls the ego when its lane points within this of the motion
+    stop_line_max_yaw_deg: float = (
+        60.0  # a line controls the ego when its lane points within this of the motion
+    )
     # off_route
     off_route_distance_m: float = 2.5  # ego distance to the route beyond the expert plan's own offset
+    # The expert's plan blends from the ego's own offset back to its intent over this distance
+    # (experts obstacles.blend_length_m); its offset from the route is read beyond it.
+    expert_blend_m: float = 8.0
     off_lane_margin_m: float = 0.5  # ego centre this far outside the nearest driving lane's edge
     off_route_min_s: float = 0.25  # the condition must hold this long
     # stuck
@@ -114,8 +124,8 @@ class MonitorConfig:
     # hand-back (hysteresis)
     min_expert_s: float = 2.0  # the expert drives at least this long after a takeover
     agree_s: float = 1.0  # the plans must agree this long without interruption to hand back
-    handback_ade_m: float = 1.0  # agreement: average displacement below this ...
-    handback_fde_m: float = 2.5  # ... and final displacement below this
+    handback_ade_m: float = 1.5  # agreement: average displacement below this ...
+    handback_fde_m: float = 3.0  # ... and final displacement below this
 
 
 def load_monitor_config(overrides: list[str] | None = None) -> MonitorConfig:
@@ -141,7 +151,7 @@ def validate_monitor_config(config: MonitorConfig) -> None:
         "collision_margin_long_m", "collision_margin_lat_m", "red_light_max_time_s", "stop_sign_max_time_s",
         "off_route_distance_m", "off_lane_margin_m", "off_route_min_s", "stuck_speed_mps",
         "stuck_expert_speed_mps", "stuck_time_s", "deviation_ade_m", "deviation_fde_m", "deviation_min_s",
-        "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "walker_min_speed_mps",
+        "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "walker_min_speed_mps", "expert_blend_m",
     )  # fmt: skip
     for name in non_negative:
         if getattr(config, name) < 0:
@@ -167,7 +177,9 @@ class MonitorDecision:
 
 
 # ---------------------------------------------------------------------------------------- geometry
-def plan_positions(times_s: np.ndarray, xy: np.ndarray, origin_xy: np.ndarray, query_s: np.ndarray) -> np.ndarray:
+def plan_positions(
+    times_s: np.ndarray, xy: np.ndarray, origin_xy: np.ndarray, query_s: np.ndarray
+) -> np.ndarray:
     """Positions (Q, 2) of a plan at `query_s`, linear in time between its waypoints.
 
     The plan starts at `origin_xy` at t = 0; waypoint k is reached at times_s[k]. Queries past the last
@@ -347,6 +359,7 @@ class _Checks:
     severity: dict[str, float]
     ade_m: float
     fde_m: float
+    causes: tuple[TakeoverReason, ...]  # hazards anywhere in the policy's plan, by priority
 
 
 class TakeoverMonitor:
@@ -375,7 +388,9 @@ class TakeoverMonitor:
         self._reset_state()
 
     # ------------------------------------------------------------------------------ per tick
-    def update(self, snapshot: WorldSnapshot, policy_plan: PolicyPlan, expert_plan: ExpertPlan) -> MonitorDecision:
+    def update(
+        self, snapshot: WorldSnapshot, policy_plan: PolicyPlan, expert_plan: ExpertPlan
+    ) -> MonitorDecision:
         if self._dense is None or self._cmap is None:
             raise MonitorError("TakeoverMonitor.reset(route, cmap) must be called before update()")
         now = float(snapshot.time_s)
@@ -387,14 +402,23 @@ class TakeoverMonitor:
             enabled = [r for r in active if r in self._enabled]
             if enabled:
                 triggered = enabled[0]
+                if triggered is TakeoverReason.PLAN_DEVIATION:
+                    # A deviation the policy's plan explains (it runs into an actor, a red light or a stop
+                    # sign, later than the immediate thresholds) is reported as that hazard.
+                    explained = [r for r in checks.causes if r in self._enabled]
+                    triggered = explained[0] if explained else triggered
                 self.driver, self.reason = Driver.EXPERT, triggered
                 self._expert_since, self._agree_since = now, None
         else:
             cfg = self.config
-            agree = checks.ade_m <= cfg.handback_ade_m and checks.fde_m <= cfg.handback_fde_m and not any(
-                checks.met[r] for r in self._enabled
+            agree = (
+                checks.ade_m <= cfg.handback_ade_m
+                and checks.fde_m <= cfg.handback_fde_m
+                and not any(checks.met[r] for r in self._enabled)
             )
-            self._agree_since = (self._agree_since if self._agree_since is not None else now) if agree else None
+            self._agree_since = (
+                (self._agree_since if self._agree_since is not None else now) if agree else None
+            )
             assert self._expert_since is not None
             if (
                 self._agree_since is not None
@@ -408,7 +432,9 @@ class TakeoverMonitor:
         severity = {k: float(v) for k, v in checks.severity.items() if math.isfinite(v)}
         return MonitorDecision(self.driver, triggered, handed_back, self.reason, active, severity)
 
-    def _persist(self, met: dict[TakeoverReason, bool], now: float, severity: dict[str, float]) -> tuple[TakeoverReason, ...]:
+    def _persist(
+        self, met: dict[TakeoverReason, bool], now: float, severity: dict[str, float]
+    ) -> tuple[TakeoverReason, ...]:
         """Conditions that have held long enough: streak start times per reason, min durations per config."""
         cfg = self.config
         needed = {
@@ -448,7 +474,6 @@ class TakeoverMonitor:
         severity: dict[str, float] = {"ade_m": ade, "fde_m": fde, "speed_mps": float(ego.speed)}
 
         met = dict.fromkeys(TakeoverReason, False)
-        met[TakeoverReason.PLAN_DEVIATION] = ade > cfg.deviation_ade_m or fde > cfg.deviation_fde_m
 
         ttc = self._time_to_collision(snapshot, policy, ego_xy)
         if math.isfinite(ttc):
@@ -464,7 +489,10 @@ class TakeoverMonitor:
         e_front = front_points(e_path, path_headings(e_path, pose.yaw), hl)
         max_yaw = math.radians(cfg.stop_line_max_yaw_deg)
         lines = [
-            line for light in snapshot.traffic_lights if light.state in STOPPING_LIGHTS for line in light.stop_lines
+            line
+            for light in snapshot.traffic_lights
+            if light.state in STOPPING_LIGHTS
+            for line in light.stop_lines
         ]
         t_red = _first_run_line(lines, p_times, p_front, e_times, e_front, max_yaw)
         if math.isfinite(t_red):
@@ -489,7 +517,21 @@ class TakeoverMonitor:
         met[TakeoverReason.STUCK] = (
             abs(float(ego.speed)) < cfg.stuck_speed_mps and expert_max >= cfg.stuck_expert_speed_mps
         )
-        return _Checks(met, severity, ade, fde)
+        # Standing while the expert wants to go is the stuck rule's case, with its own patience: the
+        # plans differ then by construction, so plan_deviation must not pre-empt it.
+        met[TakeoverReason.PLAN_DEVIATION] = not met[TakeoverReason.STUCK] and (
+            ade > cfg.deviation_ade_m or fde > cfg.deviation_fde_m
+        )
+        causes = tuple(
+            reason
+            for reason, time_s in (
+                (TakeoverReason.PREDICTED_COLLISION, ttc),
+                (TakeoverReason.RED_LIGHT, t_red),
+                (TakeoverReason.STOP_SIGN, t_stop),
+            )
+            if math.isfinite(time_s)
+        )
+        return _Checks(met, severity, ade, fde, causes)
 
     def _time_to_collision(self, snapshot: WorldSnapshot, policy: PolicyPlan, ego_xy: np.ndarray) -> float:
         cfg = self.config
@@ -505,7 +547,8 @@ class TakeoverMonitor:
         rows = np.flatnonzero(near)
         if not len(rows):
             return math.inf
-        steps = int(math.floor(cfg.collision_ttc_s / cfg.collision_dt_s + 1e-9)) + 1
+        horizon = max(float(np.max(policy.times_s)) if len(policy.times_s) else 0.0, cfg.collision_ttc_s)
+        steps = math.floor(horizon / cfg.collision_dt_s + 1e-9) + 1
         times = cfg.collision_dt_s * np.arange(steps)
         ego_path = plan_positions(policy.times_s, policy.xy_world, ego_xy, times)
         ego_yaw = path_headings(ego_path, pose.yaw)
@@ -518,17 +561,23 @@ class TakeoverMonitor:
         return ttc
 
     def _expert_route_offset(self, snapshot: WorldSnapshot, expert: ExpertPlan) -> float:
-        """How far from the route the expert's own plan goes (passing an obstacle, yielding), m."""
+        """How far from the route the expert means to drive (passing an obstacle, yielding), m: the
+        largest route distance of its waypoints past `expert_blend_m` along the plan (else its last)."""
         dense = self._dense
         assert dense is not None
-        if not len(expert.waypoints):
+        points = np.asarray(expert.waypoints, dtype=float)[:, :2]
+        if not len(points):
             return 0.0
+        path = np.vstack([[snapshot.ego.pose.x, snapshot.ego.pose.y], points])
+        along = np.cumsum(np.hypot(*np.diff(path, axis=0).T))
+        beyond = along >= self.config.expert_blend_m
+        points = points[beyond] if beyond.any() else points[-1:]
         i = int(np.clip(snapshot.route.index, 0, len(dense) - 1))
         s = dense.s
         lo = int(np.searchsorted(s, s[i] - ROUTE_WINDOW_BEHIND_M, side="left"))
         hi = int(np.searchsorted(s, s[i] + ROUTE_WINDOW_AHEAD_M, side="right"))
         window = dense.xyz[lo : max(hi, lo + 1), :2]
-        return float(distance_to_polyline(np.asarray(expert.waypoints, dtype=float)[:, :2], window).max())
+        return float(distance_to_polyline(points, window).max())
 
     def _outside_lane_m(self, x: float, y: float, z: float) -> float:
         """How far the point lies beyond the edge of the nearest driving lane (0 inside it), m."""

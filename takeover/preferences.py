@@ -52,7 +52,16 @@ from takeover.training import TrainingError, float32_plan
 
 log = logging.getLogger(__name__)
 
-SCENE_KEYS = ("time_s", "driver", "ego_pose", "ego_extent", "actor_pose", "actor_extent", "actor_valid", "route_xy")
+SCENE_KEYS = (
+    "time_s",
+    "driver",
+    "ego_pose",
+    "ego_extent",
+    "actor_pose",
+    "actor_extent",
+    "actor_valid",
+    "route_xy",
+)
 HEADING_MIN_STEP_M = 0.05  # shorter waypoint steps keep the previous heading (a standing ego has none)
 
 
@@ -282,7 +291,9 @@ def _pair_states(
         episodes = sorted({int(t.episode_id) for t in takeovers})
         clips = (
             session.execute(
-                select(Clip.id, Clip.episode_id, Clip.takeover_id, Clip.start_frame, Clip.end_frame, Clip.arrays)
+                select(
+                    Clip.id, Clip.episode_id, Clip.takeover_id, Clip.start_frame, Clip.end_frame, Clip.arrays
+                )
                 .where(Clip.episode_id.in_(episodes))
                 .order_by(Clip.id)
             ).all()
@@ -299,7 +310,10 @@ def _pair_states(
     states: dict[tuple[int, int], PairState] = {}
     for t in takeovers:
         trigger = int(t.frame)
-        frames = [trigger] + list(range(trigger - config.stride_frames, trigger - window - 1, -config.stride_frames))
+        frames = [
+            trigger,
+            *range(trigger - config.stride_frames, trigger - window - 1, -config.stride_frames),
+        ]
         for f in frames:
             if f < 0 or (int(t.episode_id), f) in states:
                 continue
@@ -316,7 +330,9 @@ def _pair_states(
 
 def _state_generator(config: PairConfig, state: PairState) -> torch.Generator:
     # Seeded per state, so a state's samples do not depend on which other states are built with it.
-    seed = int(np.random.SeedSequence([config.sample_seed, state.episode_id, state.frame]).generate_state(1)[0])
+    seed = int(
+        np.random.SeedSequence([config.sample_seed, state.episode_id, state.frame]).generate_state(1)[0]
+    )
     return torch.Generator().manual_seed(seed)
 
 
@@ -360,9 +376,16 @@ def build_preference_pairs(
             else:
                 records.append(
                     PreferencePairRecord(
-                        state.episode_id, state.frame, time_s, expert, policy_plan,
-                        PairSource.EXPERT_VS_POLICY.value, state.takeover_id, state.clip_id, weight,
-                    )  # fmt: skip
+                        state.episode_id,
+                        state.frame,
+                        time_s,
+                        expert,
+                        policy_plan,
+                        PairSource.EXPERT_VS_POLICY.value,
+                        state.takeover_id,
+                        state.clip_id,
+                        weight,
+                    )
                 )
         if sampled:
             # Keep only what scoring needs: the cache may drop the clip before the batch runs.
@@ -384,7 +407,9 @@ def build_preference_pairs(
 def _stored_pair_ids(store: Store, episodes: Sequence[int]) -> set[int]:
     with Session(store.engine) as session:
         return set(
-            session.execute(select(PreferencePair.id).where(PreferencePair.episode_id.in_(list(episodes)))).scalars()
+            session.execute(
+                select(PreferencePair.id).where(PreferencePair.episode_id.in_(list(episodes)))
+            ).scalars()
         )
 
 
@@ -405,14 +430,20 @@ def _sampled_pairs(
     try:
         for start in range(0, len(states), config.batch_size):
             chunk = states[start : start + config.batch_size]
-            features = collate_features([frame_features(arrays, state.row) for state, arrays in chunk]).to(device)
+            features = collate_features([frame_features(arrays, state.row) for state, arrays in chunk]).to(
+                device
+            )
             dist = float32_plan(policy(features))
             loc, log_scale = dist.traj_loc.cpu(), dist.traj_log_scale.cpu()
             for i, (state, arrays) in enumerate(chunk):
-                plans = sample_laplace_plans(loc[i], log_scale[i], config.num_samples, _state_generator(config, state))
+                plans = sample_laplace_plans(
+                    loc[i], log_scale[i], config.num_samples, _state_generator(config, state)
+                )
                 plans_np = plans.numpy().astype(np.float64)
                 times = waypoint_dt_s * np.arange(1, plans_np.shape[1] + 1)
-                costs = score_plans(plans_np, arrays["expert"], safety_scene(arrays, state.row, times), config)
+                costs = score_plans(
+                    plans_np, arrays["expert"], safety_scene(arrays, state.row, times), config
+                )
                 best, worst = int(np.argmin(costs)), int(np.argmax(costs))
                 if (
                     costs[worst] - costs[best] < config.min_cost_gap_m
@@ -423,11 +454,17 @@ def _sampled_pairs(
                 weight = config.trigger_weight if state.at_trigger else config.pre_takeover_weight
                 records.append(
                     PreferencePairRecord(
-                        state.episode_id, state.frame, float(arrays["time"]), plans_np[best], plans_np[worst],
-                        source, state.takeover_id, state.clip_id, weight,
-                    )  # fmt: skip
+                        state.episode_id,
+                        state.frame,
+                        float(arrays["time"]),
+                        plans_np[best],
+                        plans_np[worst],
+                        source,
+                        state.takeover_id,
+                        state.clip_id,
+                        weight,
+                    )
                 )
     finally:
         policy.train(was_training)
     return records
-

@@ -81,7 +81,9 @@ def validate_loop_config(config: LoopConfig, where: str) -> None:
     if config.weight_decay < 0 or config.grad_clip_norm < 0:
         raise TrainingError(f"{where}.weight_decay and {where}.grad_clip_norm must be >= 0")
     if config.lr_schedule not in LR_SCHEDULES:
-        raise TrainingError(f"{where}.lr_schedule={config.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
+        raise TrainingError(
+            f"{where}.lr_schedule={config.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}"
+        )
     if config.amp not in AMP_MODES:
         raise TrainingError(f"{where}.amp={config.amp!r}; use one of {', '.join(AMP_MODES)}")
     if config.warmup_steps < 0 or not 0.0 <= config.min_lr_ratio <= 1.0:

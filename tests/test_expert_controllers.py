@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -45,13 +46,18 @@ def test_lateral_pid_output_is_clipped():
     assert pid.step(0, 0, 0, 0, 5) == 1.0
 
 
-def _speed_after(ctrl: LongitudinalController, v: float, target: float, seconds: float) -> tuple[float, list[float]]:
+def _speed_after(
+    ctrl: LongitudinalController, v: float, target: float, seconds: float
+) -> tuple[float, list[float]]:
     """Integrate v' = throttle a_t - brake b (the model the controller's feed-forward assumes)."""
     cfg = ctrl.cfg
     accels = []
     for _ in range(int(seconds / ctrl.dt)):
         throttle, brake, _ = ctrl.step(v, target)
-        a = throttle * cfg.throttle_accel_mps2 * max(0.0, 1 - v / cfg.throttle_fade_speed_mps) - brake * cfg.brake_decel_mps2
+        a = (
+            throttle * cfg.throttle_accel_mps2 * max(0.0, 1 - v / cfg.throttle_fade_speed_mps)
+            - brake * cfg.brake_decel_mps2
+        )
         a -= cfg.rolling_resistance_mps2 + cfg.drag_per_m * v * v if v > 0 else 0.0
         v = max(v + a * ctrl.dt, 0.0)
         accels.append(a)
@@ -68,7 +74,7 @@ def test_longitudinal_reaches_and_holds_target_without_overshoot():
 def test_longitudinal_jerk_is_limited_when_not_an_emergency():
     ctrl = LongitudinalController(LongitudinalConfig(), 0.05)
     _, accels = _speed_after(ctrl, 0.0, 10.0, 3.0)
-    jerks = [abs(b - a) / 0.05 for a, b in zip(accels, accels[1:], strict=False)]
+    jerks = [abs(b - a) / 0.05 for a, b in itertools.pairwise(accels)]
     assert max(jerks) <= ctrl.cfg.max_jerk_up_mps3 + 0.6  # plus drag/rolling changes
 
 

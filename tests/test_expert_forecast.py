@@ -49,8 +49,15 @@ def test_vehicle_forecast_matches_stepwise_bicycle():
     steer, v, dt, steps = 0.4, 6.0, 0.1, 20
     beta = float(slip_angle(steer, MODEL))
     tr = forecast_vehicles(
-        np.array([1.0]), np.array([2.0]), np.array([0.3]), np.array([v]), np.array([math.sin(beta) / MODEL.rear_axle_m]),
-        np.array([beta]), np.array([0.0]), dt, steps,
+        np.array([1.0]),
+        np.array([2.0]),
+        np.array([0.3]),
+        np.array([v]),
+        np.array([math.sin(beta) / MODEL.rear_axle_m]),
+        np.array([beta]),
+        np.array([0.0]),
+        dt,
+        steps,
     )
     x, y, yaw = 1.0, 2.0, 0.3
     for k in range(steps):
@@ -59,14 +66,32 @@ def test_vehicle_forecast_matches_stepwise_bicycle():
 
 
 def test_vehicle_forecast_brakes_to_a_stop_and_stays():
-    tr = forecast_vehicles(np.zeros(1), np.zeros(1), np.zeros(1), np.array([4.0]), np.zeros(1), np.zeros(1), np.array([-8.0]), 0.1, 20)
+    tr = forecast_vehicles(
+        np.zeros(1),
+        np.zeros(1),
+        np.zeros(1),
+        np.array([4.0]),
+        np.zeros(1),
+        np.zeros(1),
+        np.array([-8.0]),
+        0.1,
+        20,
+    )
     assert tr.v[0, -1] == 0.0
     stop = tr.x[0, -1]
     assert stop == pytest.approx(tr.x[0, 10]) and 0.5 < stop < 1.5  # v^2 / 2a = 1 m (Euler on a 0.1 s grid)
 
 
 def test_standing_walker_is_assumed_to_start_walking_along_its_heading():
-    tr = forecast_walkers(np.zeros(2), np.zeros(2), np.array([0.0, math.pi / 2]), np.array([[0.0, 0.0], [0.0, 1.4]]), 0.5, 0.5, 4)
+    tr = forecast_walkers(
+        np.zeros(2),
+        np.zeros(2),
+        np.array([0.0, math.pi / 2]),
+        np.array([[0.0, 0.0], [0.0, 1.4]]),
+        0.5,
+        0.5,
+        4,
+    )
     assert tr.x[0, -1] == pytest.approx(1.0) and tr.y[0, -1] == pytest.approx(0.0)
     assert tr.x[1, -1] == pytest.approx(0.0, abs=1e-12) and tr.y[1, -1] == pytest.approx(2.8)
 
@@ -86,7 +111,9 @@ def test_ego_rollout_follows_a_curved_path_and_resamples_by_distance():
     theta = np.arange(0.0, math.pi / 2 + 0.3, 0.1 / r)
     path = np.stack([r * np.sin(theta), r - r * np.cos(theta)], axis=1)
     speeds = np.full(30, 6.0)
-    poses, travelled = rollout_ego_on_path(0.0, 0.0, 0.0, path, 0.0, 0.1, 0.0, speeds, 0.1, LateralConfig(), MODEL)
+    poses, travelled = rollout_ego_on_path(
+        0.0, 0.0, 0.0, path, 0.0, 0.1, 0.0, speeds, 0.1, LateralConfig(), MODEL
+    )
     # then it stays within 0.5 m of the arc and turned right by about the travelled angle
     radial = np.hypot(poses[:, 0], poses[:, 1] - r)
     assert np.abs(radial - r).max() < 0.5

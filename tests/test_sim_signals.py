@@ -70,7 +70,9 @@ def test_lights_cycle_one_green_axis_per_junction(maps):
         st.update(float(t))
         for j in set(layout.light_junction.tolist()):
             members = np.flatnonzero(layout.light_junction == j)
-            green_groups = set(layout.light_group[members][st.state[members] == int(TrafficLightState.GREEN)].tolist())
+            green_groups = set(
+                layout.light_group[members][st.state[members] == int(TrafficLightState.GREEN)].tolist()
+            )
             assert len(green_groups) <= 1  # never two axes green at once
             for m in members[st.state[members] == int(TrafficLightState.GREEN)]:
                 greens_seen[int(m)] = True
@@ -112,3 +114,45 @@ def test_stop_signs_from_landmarks(maps):
         for sl in lines:
             seg = g.key_to_seg.get((sl.road_id, 0, sl.lane_id))
             assert sl.width > 2.0 and np.isfinite(sl.x) and (seg is None or seg >= 0)
+
+
+def test_snapshot_lights_equal_regular_dataclasses(maps):
+    from carla_bridge.snapshot import TrafficLight
+
+    cmap = maps.load("Town01")
+    g = LaneGraph.for_map(cmap)
+    layout = signal_layout_for(cmap, g, SignalConfig())
+    st = SignalState(layout, SignalConfig(), np.random.default_rng(0))
+    st.update(12.5)
+    lights = st.snapshot_lights(layout.light_center[0])
+    assert lights
+    for tl in lights:
+        k = st.index_of(tl.id)
+        ref = TrafficLight(
+            id=int(layout.light_ids[k]),
+            state=TrafficLightState(int(st.state[k])),
+            pose=layout.light_pose[k],
+            stop_lines=layout.light_stop_lines[k],
+            junction_id=int(layout.light_junction[k]),
+            time_in_state=float(st.time_in_state[k]),
+        )
+        assert tl == ref and isinstance(tl.state, TrafficLightState)
+        with pytest.raises(AttributeError):
+            tl.state = TrafficLightState.GREEN  # still frozen
+
+
+def test_missing_lights_are_generated_for_uncontrolled_four_way_junctions(maps):
+    from carla_bridge.embedded.signals import SYNTHETIC_LIGHT_ID_BASE, build_signal_layout
+
+    cmap = maps.load("Town04")
+    g = LaneGraph.for_map(cmap)
+    plain = build_signal_layout(cmap, g, SignalConfig())
+    gen = build_signal_layout(cmap, g, SignalConfig(generate_missing_lights=True))
+    synthetic = np.flatnonzero(gen.light_ids >= SYNTHETIC_LIGHT_ID_BASE)
+    assert synthetic.size == gen.num_lights - plain.num_lights > 0
+    for j in set(gen.light_junction[synthetic].tolist()):
+        members = synthetic[gen.light_junction[synthetic] == j]
+        assert members.size == 4  # one light per approach of a 4-way junction
+        assert sorted(set(gen.light_group[members].tolist())) == [0, 1]  # two axes take turns
+    # landmark lights are untouched
+    assert np.array_equal(gen.light_ids[: plain.num_lights], plain.light_ids)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from carla_bridge.embedded import EmbeddedSimulator, SimConfig
+from carla_bridge.embedded import EmbeddedSimulator, SimConfig, traffic_kernel
 from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.lane_routes import route_along_lanes
 from carla_bridge.errors import SimulatorError
@@ -29,8 +29,9 @@ def scripted_control(k: int) -> Control:
     )
 
 
-def make_sim(maps, scoring: bool = True, walkers: bool = True) -> EmbeddedSimulator:
+def make_sim(maps, scoring: bool = True, walkers: bool = True, backend: str = "auto") -> EmbeddedSimulator:
     cfg = SimConfig()
+    cfg.traffic.backend = backend
     cfg.scoring = scoring
     cfg.walkers.enabled = walkers
     cfg.traffic.count = 25
@@ -49,11 +50,13 @@ def run(sim: EmbeddedSimulator, r, seed: int, ticks: int) -> list[WorldSnapshot]
     return snaps
 
 
-def test_same_seed_same_episode(maps):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_same_seed_same_episode(maps, backend):
+    if backend == "numba" and not traffic_kernel.AVAILABLE:
+        pytest.skip("numba is not installed")
     r = route(maps)
-    a = run(make_sim(maps), r, seed=5, ticks=300)
-    sim_b = make_sim(maps)
-    b = run(sim_b, r, seed=5, ticks=300)
+    a = run(make_sim(maps, backend=backend), r, seed=5, ticks=300)
+    b = run(make_sim(maps, backend=backend), r, seed=5, ticks=300)
     for sa, sb in zip(a, b, strict=True):
         assert sa.frame == sb.frame and sa.time_s == sb.time_s
         assert sa.ego.pose == sb.ego.pose
@@ -65,8 +68,10 @@ def test_same_seed_same_episode(maps):
         ]
         assert sa.route == sb.route and sa.events == sb.events
     # and a different seed gives a different episode
-    c = run(make_sim(maps), r, seed=6, ticks=5)
-    assert not np.array_equal(c[-1].actors.xyz, a[5].actors.xyz) or c[-1].actors.type_id != a[5].actors.type_id
+    c = run(make_sim(maps, backend=backend), r, seed=6, ticks=5)
+    assert (
+        not np.array_equal(c[-1].actors.xyz, a[5].actors.xyz) or c[-1].actors.type_id != a[5].actors.type_id
+    )
 
 
 def test_snapshot_invariants(maps):
@@ -108,7 +113,7 @@ def test_snapshot_invariants(maps):
 
 
 def test_route_locator_agrees_with_the_route_planner(maps):
-    from carla_bridge.embedded.world import locate_on_dense
+    from carla_bridge.embedded.route_progress import locate_compiled, locate_on_dense
 
     dense = route(maps).dense
     rng = np.random.default_rng(0)
@@ -119,9 +124,38 @@ def test_route_locator_agrees_with_the_route_planner(maps):
         n = int(np.searchsorted(dense.s, dense.s[i] + 30.0, side="right")) - i
         ref = locate_on_route(dense, xy, i, n)
         assert got[0] == ref[0] and got[1] == pytest.approx(ref[1])
+        fast = locate_compiled(dense, xy, i, 30.0)
+        assert fast[0] == ref[0] and fast[1] == pytest.approx(ref[1])
 
 
 def test_step_before_reset_is_a_clear_error(maps):
     sim = make_sim(maps)
     with pytest.raises(SimulatorError, match="reset"):
         sim.step(Control())
+
+
+def test_walkers_stay_on_sidewalks_at_walking_speed(maps):
+    sim = make_sim(maps, scoring=False)
+    snaps = run(sim, route(maps), seed=4, ticks=100)
+    net = sim.world.walkers.net
+    lo, hi = sim.config.walkers.speed_range_mps
+    for s in snaps[::10]:
+        w = s.actors.kind == int(ActorKind.WALKER)
+        assert w.sum() > 0
+        assert ((s.actors.speed[w] >= lo) & (s.actors.speed[w] <= hi)).all()
+        d = np.hypot(*(s.actors.xyz[w, None, :2] - net.xy[None]).transpose(2, 0, 1)).min(axis=1)
+        assert (d <= net.width.max() / 2.0 + 0.5).all()  # within the sidewalk (points are its centre line)
+
+
+def test_bad_config_is_one_clear_error(maps):
+    from carla_bridge.embedded.config import SimConfigError
+    from carla_bridge.errors import TakeoverError
+
+    cfg = SimConfig()
+    cfg.traffic.backend = "gpu"
+    with pytest.raises(SimConfigError, match=r"traffic\.backend"):
+        EmbeddedSimulator(cfg, maps)
+    cfg = SimConfig()
+    cfg.traffic.spawn_radius_m = 5.0
+    with pytest.raises(TakeoverError, match="spawn_radius_m"):
+        EmbeddedSimulator(cfg, maps)

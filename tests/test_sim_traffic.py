@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from carla_bridge.embedded import traffic_kernel
 from carla_bridge.embedded.catalogue import blueprint
 from carla_bridge.embedded.config import IDMConfig, SignalConfig, SimConfig, TrafficConfig, VehicleParams
 from carla_bridge.embedded.lane_graph import LaneGraph
@@ -23,13 +24,21 @@ def maps(shared_maps_dir):
     return MapLibrary([shared_maps_dir], use_carla_root=False)
 
 
-def world_parts(maps, town: str, seed: int = 0):
+@pytest.fixture(params=["numpy", "numba"])
+def backend(request) -> str:
+    """Every behaviour test runs on both implementations of the traffic tick."""
+    if request.param == "numba" and not traffic_kernel.AVAILABLE:
+        pytest.skip("numba is not installed")
+    return request.param
+
+
+def world_parts(maps, town: str, backend: str, seed: int = 0):
     cmap = maps.load(town)
     graph = LaneGraph.for_map(cmap)
     layout = signal_layout_for(cmap, graph, SignalConfig())
     rng = np.random.default_rng(seed)
     signals = SignalState(layout, SignalConfig(), rng)
-    model = TrafficModel(graph, layout, TrafficConfig(), IDMConfig(), VehicleParams(), rng)
+    model = TrafficModel(graph, layout, TrafficConfig(backend=backend), IDMConfig(), VehicleParams(), rng)
     return graph, layout, signals, model
 
 
@@ -50,8 +59,8 @@ def front_gap(graph: LaneGraph, model: TrafficModel, i: int) -> float:
     return float(graph.entry_dist[node] - model.frac[i] * graph.edge_len[node] - model.extent[i, 0])
 
 
-def test_vehicle_stops_at_red_light_and_goes_on_green(maps):
-    graph, layout, signals, model = world_parts(maps, "Town01")
+def test_vehicle_stops_at_red_light_and_goes_on_green(maps, backend):
+    graph, layout, signals, model = world_parts(maps, "Town01", backend)
     seg = next(s for s in np.flatnonzero(layout.entry_kind == ENTRY_LIGHT) if graph.seg_length[s] > 60)
     light = int(layout.light_ids[layout.entry_signal[seg]])
     signals.force(light, TrafficLightState.RED, 40.0, 0.0)
@@ -73,8 +82,8 @@ def test_vehicle_stops_at_red_light_and_goes_on_green(maps):
     assert graph.seg[model.node[0]] != seg
 
 
-def test_vehicle_makes_a_full_stop_at_a_stop_sign(maps):
-    graph, layout, signals, model = world_parts(maps, "Town07")
+def test_vehicle_makes_a_full_stop_at_a_stop_sign(maps, backend):
+    graph, layout, signals, model = world_parts(maps, "Town07", backend)
     seg = next(s for s in np.flatnonzero(layout.entry_kind == ENTRY_STOP) if graph.seg_length[s] > 40)
     model.add(1, node_before_entry(graph, int(seg), 30.0), CAR, 7.0)
     t = 0.0
@@ -95,8 +104,8 @@ def test_vehicle_makes_a_full_stop_at_a_stop_sign(maps):
     assert crossed
 
 
-def test_junction_successors_are_chosen_randomly_and_followed(maps):
-    graph, layout, signals, model = world_parts(maps, "Town01", seed=7)
+def test_junction_successors_are_chosen_randomly_and_followed(maps, backend):
+    graph, layout, signals, model = world_parts(maps, "Town01", backend, seed=7)
     branch = next(s for s in np.flatnonzero(graph.is_entry) if graph.successors(int(s)).size >= 2)
     succ = set(graph.successors(int(branch)).tolist())
     picks = model._choose(np.full(600, branch, np.int64))
@@ -139,7 +148,7 @@ def obb_overlap(xy, yaw, ext, i, j) -> bool:
     return True
 
 
-def test_background_vehicles_never_collide_and_keep_positive_gaps(maps):
+def test_background_vehicles_never_collide_and_keep_positive_gaps(maps, backend):
     from carla_bridge.embedded.lane_routes import route_along_lanes
     from carla_bridge.embedded.simulator import EmbeddedSimulator
     from carla_bridge.snapshot import Control
@@ -148,6 +157,7 @@ def test_background_vehicles_never_collide_and_keep_positive_gaps(maps):
     cfg.scoring = False
     cfg.walkers.enabled = False
     cfg.traffic.count = 45
+    cfg.traffic.backend = backend
     sim = EmbeddedSimulator(cfg, maps)
     graph = LaneGraph.for_map(maps.load("Town01"))
     route = route_along_lanes(graph, "Town01", int(graph.seg_start[5]), 300.0)
@@ -165,7 +175,9 @@ def test_background_vehicles_never_collide_and_keep_positive_gaps(maps):
             xy, yaw, ext = a.xyz[:, :2], a.yaw, a.extent
             d = np.hypot(*(xy[bg, None] - xy[None, bg]).transpose(2, 0, 1))
             for p, q in zip(*np.nonzero(np.triu(d < 7.0, 1)), strict=True):
-                assert not obb_overlap(xy, yaw, ext, bg[p], bg[q]), f"tick {tick}: {a.id[bg[p]]} hits {a.id[bg[q]]}"
+                assert not obb_overlap(xy, yaw, ext, bg[p], bg[q]), (
+                    f"tick {tick}: {a.id[bg[p]]} hits {a.id[bg[q]]}"
+                )
     # and traffic actually flowed (on average well over 1 m/s per vehicle)
     assert moved / (1600 * DT * len(traffic)) > 1.0
 
@@ -198,3 +210,34 @@ def test_density_count_and_per_100m(maps, town):
     n = int((snap.actors.role == int(ActorRole.BACKGROUND)).sum())
     assert target > 10
     assert 0.85 * target <= n <= target
+
+
+def test_vehicles_stop_behind_the_ego_and_yield_to_it(maps, backend):
+    from carla_bridge.embedded.lane_routes import route_along_lanes
+    from carla_bridge.embedded.simulator import EmbeddedSimulator
+    from carla_bridge.snapshot import Control
+
+    cfg = SimConfig()
+    cfg.scoring = False
+    cfg.walkers.enabled = False
+    cfg.traffic.enabled = False
+    cfg.traffic.backend = backend
+    sim = EmbeddedSimulator(cfg, maps)
+    graph = LaneGraph.for_map(maps.load("Town01"))
+    seg = int(np.argmax(graph.seg_length * (graph.seg_junction < 0)))
+    start = int(graph.seg_start[seg]) + 40
+    route = route_along_lanes(graph, "Town01", start, 100.0)
+    sim.reset(route, seed=0)
+    w = sim.world
+    # given a vehicle 35 m behind the parked ego, driving at 8 m/s in the ego's lane
+    follower = w.spawn_lane_vehicle(start - 35, "vehicle.tesla.model3", 8.0, ActorRole.BACKGROUND)
+    for _ in range(300):
+        snap = sim.step(Control(brake=1.0))
+        i = np.flatnonzero(snap.actors.id == follower)[0]
+        ego = np.array([snap.ego.pose.x, snap.ego.pose.y])
+        centre_gap = np.hypot(*(snap.actors.xyz[i, :2] - ego))
+        bumper_gap = centre_gap - snap.ego.extent[0] - snap.actors.extent[i, 0]
+        assert bumper_gap > 0.0
+    # then it waits behind the ego at about the IDM standstill gap
+    assert snap.actors.speed[i] == 0.0
+    assert bumper_gap < cfg.idm.min_gap_m + 2.0

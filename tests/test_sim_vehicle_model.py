@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -33,11 +34,11 @@ def run_scalar(state, control: Control, ticks: int):
 def test_straight_line_keeps_heading_and_accelerates_below_max_speed():
     # given a car at rest heading east, when full throttle and zero steer for 20 s
     traj = run_scalar((0.0, 0.0, 0.0, 0.0, 0.0), Control(throttle=1.0), 400)
-    x, y, yaw, v, _ = traj[-1]
+    _x, y, yaw, v, _ = traj[-1]
     # then it stays on the x axis, speeds up monotonically, never beyond the max speed
     assert abs(y) < 1e-9 and abs(yaw) < 1e-12
     speeds = [s[3] for s in traj]
-    assert all(b >= a for a, b in zip(speeds, speeds[1:], strict=False))
+    assert all(b >= a for a, b in itertools.pairwise(speeds))
     assert 20.0 < v < P.max_speed_mps
     # and the first second matches the documented acceleration (3.5 m/s2 falling with speed, minus resistance)
     v1 = traj[20][3]
@@ -106,8 +107,20 @@ def test_vectorised_step_equals_scalar_step():
     for _ in range(5):
         nxt = bicycle_step(state, ctrl, DT, P)
         for i in range(n):
-            c = Control(float(ctrl.throttle[i]), float(ctrl.steer[i]), float(ctrl.brake[i]), False, bool(ctrl.reverse[i]))
-            s = (float(state.x[i]), float(state.y[i]), float(state.yaw[i]), float(state.speed[i]), float(state.steer[i]))
+            c = Control(
+                float(ctrl.throttle[i]),
+                float(ctrl.steer[i]),
+                float(ctrl.brake[i]),
+                False,
+                bool(ctrl.reverse[i]),
+            )
+            s = (
+                float(state.x[i]),
+                float(state.y[i]),
+                float(state.yaw[i]),
+                float(state.speed[i]),
+                float(state.steer[i]),
+            )
             ref = bicycle_step_scalar(s, c, DT, P)
             got = (nxt.x[i], nxt.y[i], nxt.yaw[i], nxt.speed[i], nxt.steer[i])
             np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)

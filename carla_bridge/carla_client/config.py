@@ -10,6 +10,7 @@ YAML file the evaluator passes as ``--agent-config`` (``load_agent_config(path)`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class TrafficConfig:
     walkers: int = 0  # walkers with AI controllers
     spawn_radius_m: float = 200.0  # spawn points farther than this from every route point are skipped
     min_distance_to_ego_m: float = 15.0  # keep the ego's start free
+    fallback_spawn_spacing_m: float = 20.0  # a town without spawn points: lane points this far apart
     vehicle_filter: str = "vehicle.*"
     four_wheels_only: bool = True  # no bikes / motorbikes in background traffic
     distance_to_leading_m: float = 2.5  # Traffic Manager global distance to the leading vehicle
@@ -89,7 +91,6 @@ class SensorsConfig:
     collision: bool = True
     lane_invasion: bool = True
     cameras: list[CameraConfig] = field(default_factory=list)
-    data_timeout_s: float = 5.0  # wait this long for a camera frame of the current tick
 
 
 @dataclass
@@ -128,6 +129,8 @@ class ServerConfig:
     port_flag: str = "-carla-rpc-port={port}"
     gpu_flag: str = "-graphicsadapter={gpu}"  # empty: select the GPU by CUDA_VISIBLE_DEVICES only
     gpus: list[int] = field(default_factory=lambda: [0])  # one server per entry
+    # Servers run by someone else (docker compose): the host of each, in gpus order; empty = the pool's host.
+    external_hosts: list[str] = field(default_factory=list)
     base_port: int = 2000
     base_tm_port: int = 8000
     port_stride: int = 10  # server i: rpc base_port + i*stride (+1 streaming, +2 secondary), tm likewise
@@ -146,7 +149,10 @@ class LeaderboardConfig:
     evaluator: str = "leaderboard/leaderboard/leaderboard_evaluator.py"  # relative to bench2drive_root
     pythonpath: list[str] = field(default_factory=lambda: ["leaderboard", "scenario_runner"])
     carla_pythonapi: list[str] = field(
-        default_factory=lambda: ["PythonAPI/carla", "PythonAPI/carla/dist/carla-0.9.15-py3.7-linux-x86_64.egg"]
+        default_factory=lambda: [
+            "PythonAPI/carla",
+            "PythonAPI/carla/dist/carla-0.9.15-py3.7-linux-x86_64.egg",
+        ]
     )  # relative to carla_root
     python: str = ""  # interpreter of the evaluator; empty: this one
     track: str = "SENSORS"
@@ -168,20 +174,27 @@ class AgentStoreConfig:
 class AgentConfig:
     """The leaderboard agent (carla_bridge/leaderboard_agent.py), also the schema of --agent-config files."""
 
-    policy: str = "autopilot"  # takeover.agents spec: autopilot | expert | policy:PATH.pt
+    mode: str = (
+        "takeover"  # takeover.episode mode: takeover (DAgger rollouts) | policy (eval) | expert (demos)
+    )
+    policy: str = ""  # policy:PATH.pt (a takeover.policy checkpoint); modes takeover and policy need one
     ego_source: str = "privileged"  # privileged: hero actor; sensors: GNSS + IMU compass + speedometer
     run: str = "carla"  # experiment name of the stored episodes
     iteration: int = -1  # -1: none
-    phase: str = "rollout"
+    phase: str = ""  # empty: the mode's (rollout, eval, expert)
     route_set: str = "bench2drive"
+    route_id: str = ""  # empty: found from the evaluator's --routes file by the plan's start
+    repetition: int = 0
     backend: str = "carla"
     seed: int = 0
     record: bool = True  # write the episode and its takeovers
     episode_outbox: str = ""  # set: leave the episode there for the launcher to ingest; empty: ingest here
     metric_info_dir: str = ""  # Bench2Drive metric_info.json root; empty: $SAVE_PATH, else not written
+    tick_timeout_s: float = 120.0  # the policy + expert + monitor must decide a tick within this
     speed_sensor_hz: float = 20.0
     gnss_sensor_tick_s: float = 0.01
     imu_sensor_tick_s: float = 0.05
+    episode_overrides: list[str] = field(default_factory=list)  # dotlist for conf/episode.yaml
     store: AgentStoreConfig = field(default_factory=AgentStoreConfig)
     cameras: list[CameraConfig] = field(default_factory=list)
 
@@ -200,6 +213,7 @@ class CarlaConfig:
 
 
 EGO_SOURCES = ("privileged", "sensors")
+OVERRIDES_ENV = "TAKEOVER_CARLA_OVERRIDES"
 
 
 def validate_carla_config(config: CarlaConfig) -> CarlaConfig:
@@ -227,6 +241,12 @@ def validate_carla_config(config: CarlaConfig) -> CarlaConfig:
         )
     if not config.server.gpus:
         raise CarlaConfigError("server.gpus is empty: list at least one GPU index in conf/carla.yaml")
+    hosts = config.server.external_hosts
+    if hosts and len(hosts) != len(config.server.gpus):
+        raise CarlaConfigError(
+            f"server.external_hosts names {len(hosts)} host(s) for {len(config.server.gpus)} server(s) "
+            "(server.gpus): give one host per server"
+        )
     validate_agent_config(config.agent)
     return config
 
@@ -240,9 +260,14 @@ def validate_agent_config(agent: AgentConfig) -> AgentConfig:
 
 
 def load_carla_config(overrides: list[str] | None = None) -> CarlaConfig:
-    """CarlaConfig defaults <- conf/carla.yaml <- dotlist overrides (e.g. ``client.port=2010``)."""
+    """CarlaConfig defaults <- conf/carla.yaml <- $TAKEOVER_CARLA_OVERRIDES <- dotlist overrides.
+
+    The environment variable holds space-separated dotlist items (``server.gpus=[0,1] client.port=2010``):
+    how a container (docker/compose.yaml) configures the worker without editing files.
+    """
+    from_env = os.environ.get(OVERRIDES_ENV, "").split()
     try:
-        config = load_config(CarlaConfig, "carla", overrides)
+        config = load_config(CarlaConfig, "carla", [*from_env, *(overrides or [])])
     except OmegaConfBaseException as exc:
         raise CarlaConfigError(f"conf/carla.yaml or an override is invalid: {exc}") from None
     return validate_carla_config(config)

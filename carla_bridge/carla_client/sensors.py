@@ -86,7 +86,11 @@ class CollisionFilter:
         self._last_time_s = -math.inf
 
     def update(
-        self, collisions: Sequence[SensorCollision], frame: int, time_s: float, ego_xyz: tuple[float, float, float]
+        self,
+        collisions: Sequence[SensorCollision],
+        frame: int,
+        time_s: float,
+        ego_xyz: tuple[float, float, float],
     ) -> list[InfractionEvent]:
         cfg = self.config
         x, y, z = ego_xyz
@@ -155,7 +159,11 @@ def camera_transform(camera: CameraConfig) -> carla.Transform:
 
 def camera_attributes(camera: CameraConfig) -> dict[str, str]:
     """Blueprint attributes of an RGB camera (CARLA wants strings)."""
-    return {"image_size_x": str(camera.width_px), "image_size_y": str(camera.height_px), "fov": str(camera.fov_deg)}
+    return {
+        "image_size_x": str(camera.width_px),
+        "image_size_y": str(camera.height_px),
+        "fov": str(camera.fov_deg),
+    }
 
 
 def leaderboard_sensors(config: AgentConfig) -> list[dict[str, Any]]:

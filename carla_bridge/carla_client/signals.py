@@ -144,7 +144,9 @@ class SignalIndex:
         dx, dy = layout.centre_xy[0] - ego_xy[0], layout.centre_xy[1] - ego_xy[1]
         return dx * dx + dy * dy <= self.config.signal_radius_m**2
 
-    def traffic_lights(self, lights: Iterable, ego_xy: Sequence[float] | None = None) -> tuple[TrafficLight, ...]:
+    def traffic_lights(
+        self, lights: Iterable, ego_xy: Sequence[float] | None = None
+    ) -> tuple[TrafficLight, ...]:
         """TrafficLight of every light whose stop lines lie within `signal_radius_m` of the ego."""
         out: list[TrafficLight] = []
         for light in lights:

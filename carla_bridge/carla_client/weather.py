@@ -12,6 +12,7 @@ the carla.WeatherParameters() default. A route without keyframes gets the leader
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import carla
@@ -45,12 +46,14 @@ def weather_at(weathers: Sequence[Weather], route_pct: float, route_id: str = "?
                 f"carla.WeatherParameters fields ({', '.join(WEATHER_FIELDS)})",
             )
     frames = sorted(weathers, key=lambda w: w.route_percentage)
-    full = [(w.route_percentage, {**defaults, **{k: float(v) for k, v in w.parameters.items()}}) for w in frames]
+    full = [
+        (w.route_percentage, {**defaults, **{k: float(v) for k, v in w.parameters.items()}}) for w in frames
+    ]
     if route_pct <= full[0][0]:
         return dict(full[0][1])
     if route_pct >= full[-1][0]:
         return dict(full[-1][1])
-    for (p0, w0), (p1, w1) in zip(full, full[1:], strict=False):
+    for (p0, w0), (p1, w1) in itertools.pairwise(full):
         if p0 <= route_pct <= p1:
             t = 0.0 if p1 == p0 else (route_pct - p0) / (p1 - p0)
             return {name: w0[name] + (w1[name] - w0[name]) * t for name in WEATHER_FIELDS}

@@ -9,10 +9,15 @@ Use::
         snap = sim.step(agent.run_step(snap))
 
 Modules: `lane_graph` (lanes sampled at ~1 m into arrays), `vehicle_model` (bicycle_step),
-`traffic` (IDM background vehicles, junction reservations), `signals` (lights, stop signs,
-phases), `walkers` (sidewalk pedestrians), `scripted` (scenario-owned actors), `world` (episode
-state + scenario API), `snapshot_builder`, `simulator` (the Simulator protocol), `scenarios`
-(plugins), `lane_routes` (dense routes straight from the lane graph).
+`traffic` (IDM background vehicles, junction reservations; numpy reference tick),
+`traffic_kernel` (the same tick compiled with numba when it is installed: `traffic.backend`
+auto | numba | numpy), `signals` (lights, stop signs, phases), `walkers` (sidewalk pedestrians),
+`scripted` (scenario-owned actors), `world` (episode state + scenario API), `route_progress`
+(per-tick route locator), `snapshot_builder`, `simulator` (the Simulator protocol), `scenarios`
+(plugins), `lane_routes` (dense routes straight from the lane graph), `catalogue` (blueprints).
+
+Determinism: one numpy Generator per reset(route, seed) (`world.rng`); scenario code must draw from
+it and nothing else. Same seed + same controls -> identical snapshots and infractions.
 
 Scenario world API (`carla_bridge.embedded.world.World`, passed to every scenario method)
 -----------------------------------------------------------------------------------------
@@ -29,7 +34,8 @@ Look-ups:
     route_index_at_s(s), route_index_near(xy)   dense index at arc length s / closest to a point
     lane_node(xy, yaw=None, radius_m=4)         nearest lane-graph node (heading-aware), -1 if none
     node_pose(node) -> Pose; lane_path(node, length_m) -> (M, 2) lane-centre polyline
-    waypoint(xy) -> carla.Waypoint               the map's waypoint API for anything else (left/right lanes...)
+    waypoint(xy, z=None) -> carla.Waypoint       the map's waypoint API for anything else (left/right lanes...);
+                                                pass z where roads overlap (Town04 bridges)
     next_light_on_route(max_distance_m) -> light id | None
     actor_xy(id), actor_speed(id)
 Actors (each returns the new actor id; list them in `self.actor_ids` so ScenarioInfo reports them):

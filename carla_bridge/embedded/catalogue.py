@@ -43,7 +43,8 @@ EMERGENCY: tuple[Blueprint, ...] = (
 )
 
 WALKERS: tuple[Blueprint, ...] = tuple(
-    Blueprint(f"walker.pedestrian.{i:04d}", "walker", ActorKind.WALKER, (0.25, 0.25, 0.90)) for i in range(1, 9)
+    Blueprint(f"walker.pedestrian.{i:04d}", "walker", ActorKind.WALKER, (0.25, 0.25, 0.90))
+    for i in range(1, 9)
 )
 
 PROPS: tuple[Blueprint, ...] = (

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from carla_bridge.errors import TakeoverError
+
 
 @dataclass
 class LaneGraphConfig:
@@ -74,7 +76,9 @@ class TrafficConfig:
     bicycle_max_speed_mps: float = 5.5
     lookahead_m: float = 50.0  # leader search distance along the lane
     lookahead_stride_nodes: int = 2  # sample the path every this many nodes (occupancy is padded)
-    reservation_request_m: float = 12.0  # ask for a junction reservation this far (plus braking distance) before the entry
+    reservation_request_m: float = (
+        12.0  # ask for a junction reservation this far (plus braking distance) before the entry
+    )
     stop_sign_stop_radius_m: float = 3.5  # a stop counts when standing still this close to the line
     stopped_speed_mps: float = 0.1
     ego_yield_radius_m: float = 25.0  # ego closer than this to a junction blocks conflicting entries
@@ -127,3 +131,55 @@ class SimConfig:
     walkers: WalkerConfig = field(default_factory=WalkerConfig)
     signals: SignalConfig = field(default_factory=SignalConfig)
     scenarios: ScenarioConfig = field(default_factory=ScenarioConfig)
+
+
+class SimConfigError(TakeoverError):
+    """A value of the embedded simulator's config (conf/sim.yaml) is unusable."""
+
+
+TRAFFIC_BACKENDS = ("auto", "numba", "numpy")
+
+
+def validate_sim_config(cfg: SimConfig) -> SimConfig:
+    """Check the values a run cannot work with; raise one SimConfigError naming the key and the fix."""
+
+    def bad(key: str, value, fix: str) -> SimConfigError:
+        return SimConfigError(f"conf/sim.yaml {key}={value!r} is invalid: {fix}")
+
+    t = cfg.traffic
+    if t.backend not in TRAFFIC_BACKENDS:
+        raise bad("traffic.backend", t.backend, f"use one of {', '.join(TRAFFIC_BACKENDS)}")
+    if t.count < 0:
+        raise bad("traffic.count", t.count, "use 0 (no traffic) or a positive vehicle count")
+    if t.density_per_100m < 0:
+        raise bad("traffic.density_per_100m", t.density_per_100m, "use 0 (count mode) or a positive density")
+    if not 0.0 < t.ego_bubble_m < t.spawn_radius_m < t.despawn_radius_m:
+        raise bad(
+            "traffic.ego_bubble_m/spawn_radius_m/despawn_radius_m",
+            (t.ego_bubble_m, t.spawn_radius_m, t.despawn_radius_m),
+            "they must increase: 0 < ego_bubble_m < spawn_radius_m < despawn_radius_m",
+        )
+    if t.lookahead_m <= 0 or t.lookahead_stride_nodes < 1:
+        raise bad("traffic.lookahead_m/lookahead_stride_nodes", (t.lookahead_m, t.lookahead_stride_nodes),
+                  "use a positive look-ahead and a stride >= 1")  # fmt: skip
+    lo, hi = t.speed_factor_range
+    if not 0.0 < lo <= hi:
+        raise bad("traffic.speed_factor_range", t.speed_factor_range, "use (low, high) with 0 < low <= high")
+    if cfg.lane_graph.node_spacing_m <= 0.1:
+        raise bad(
+            "lane_graph.node_spacing_m",
+            cfg.lane_graph.node_spacing_m,
+            "use a spacing above 0.1 m (1.0 is the default)",
+        )
+    idm = cfg.idm
+    if min(idm.max_accel_mps2, idm.comfort_decel_mps2, idm.max_decel_mps2, idm.time_headway_s) <= 0:
+        raise bad("idm", idm, "accelerations, decelerations and the time headway must be positive")
+    s = cfg.signals
+    if min(s.green_s, s.yellow_s) <= 0 or s.all_red_s < 0:
+        raise bad("signals", (s.green_s, s.yellow_s, s.all_red_s), "green_s and yellow_s > 0, all_red_s >= 0")
+    w = cfg.walkers
+    if w.count < 0 or not 0.0 < w.speed_range_mps[0] <= w.speed_range_mps[1]:
+        raise bad("walkers", (w.count, w.speed_range_mps), "count >= 0 and 0 < speed low <= speed high")
+    if len(cfg.ego_extent_m) != 3 or min(cfg.ego_extent_m) <= 0:
+        raise bad("ego_extent_m", cfg.ego_extent_m, "give three positive half extents (x, y, z) in metres")
+    return cfg

@@ -66,7 +66,9 @@ class LaneGraph:
     seg: np.ndarray  # (N,) int32 segment of the node
     node_s: np.ndarray  # (N,) float64 distance from the segment start, m
     edge_len: np.ndarray  # (N,) float64 distance to the next node (last node: to the lane end), m
-    next_node: np.ndarray  # (N,) int32 next node (lane ends: first node of the default successor; -1 dead end)
+    next_node: (
+        np.ndarray
+    )  # (N,) int32 next node (lane ends: first node of the default successor; -1 dead end)
     curvature: np.ndarray  # (N,) float64 d yaw / d s, 1/m
     speed_limit: np.ndarray  # (N,) float32 m/s
     entry_dist: np.ndarray  # (N,) float64 distance to the next junction entry (inf beyond the horizon), m
@@ -298,7 +300,15 @@ def build_lane_graph(cmap: carla.Map, cfg: LaneGraphConfig) -> LaneGraph:
         edges.append((key_to_seg[_lane_key(a)], key_to_seg[_lane_key(b)]))
 
     xs, ys, zs, yaws, widths = [], [], [], [], []
-    seg_start, seg_count, seg_end_xy, seg_end_yaw, seg_s0, seg_s_dir, seg_junction = [], [], [], [], [], [], []
+    seg_start, seg_count, seg_end_xy, seg_end_yaw, seg_s0, seg_s_dir, seg_junction = (
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
     first_succ: dict[int, carla.Waypoint] = dict(dead_end)
     for a_seg, b_seg in edges:
         first_succ.setdefault(a_seg, starts[b_seg])
@@ -310,10 +320,9 @@ def build_lane_graph(cmap: carla.Map, cfg: LaneGraphConfig) -> LaneGraph:
         end = first_succ.get(i)
         if end is None:  # dead end: the last probe point is the lane end
             end = tail
-        if probe:
-            s_dir = 1.0 if float(tail.s) >= float(w.s) else -1.0
-        else:  # a lane shorter than the spacing: right-hand-traffic convention of OpenDRIVE
-            s_dir = 1.0 if w.lane_id < 0 else -1.0
+        # direction of increasing s; a lane shorter than the spacing follows OpenDRIVE's right-hand rule
+        forward = float(tail.s) >= float(w.s) if probe else w.lane_id < 0
+        s_dir = 1.0 if forward else -1.0
         length_s = abs(float(tail.s) - float(w.s)) + tail.transform.location.distance(end.transform.location)
         n = max(1, round(length_s / spacing))
         pts = [w]
@@ -385,7 +394,10 @@ def build_lane_graph(cmap: carla.Map, cfg: LaneGraphConfig) -> LaneGraph:
 
     seg_junction_a = np.asarray(seg_junction, np.int32)
     is_entry = np.array(
-        [seg_junction_a[s] < 0 and bool(succ[s]) and all(seg_junction_a[b] >= 0 for b in succ[s]) for s in range(S)]
+        [
+            seg_junction_a[s] < 0 and bool(succ[s]) and all(seg_junction_a[b] >= 0 for b in succ[s])
+            for s in range(S)
+        ]
     )
 
     # distance from each segment start to the next junction entry, propagated backwards along
@@ -426,10 +438,7 @@ def build_lane_graph(cmap: carla.Map, cfg: LaneGraphConfig) -> LaneGraph:
     while bfs:
         n = bfs.popleft()
         v = speed_limit[n]
-        if last[seg_of_node[n]] == n:
-            nxts = [int(seg_start_a[b]) for b in succ[seg_of_node[n]]]
-        else:
-            nxts = [n + 1]
+        nxts = [int(seg_start_a[b]) for b in succ[seg_of_node[n]]] if last[seg_of_node[n]] == n else [n + 1]
         for m in nxts:
             if np.isnan(speed_limit[m]) and m not in sign_at:
                 speed_limit[m] = v

@@ -35,7 +35,13 @@ ENTRY_NONE = 0
 ENTRY_LIGHT = 1
 ENTRY_STOP = 2
 
-_GREEN, _YELLOW, _RED = int(TrafficLightState.GREEN), int(TrafficLightState.YELLOW), int(TrafficLightState.RED)
+_GREEN, _YELLOW, _RED = (
+    int(TrafficLightState.GREEN),
+    int(TrafficLightState.YELLOW),
+    int(TrafficLightState.RED),
+)
+_STATES = {int(s): s for s in TrafficLightState}
+NEAR_CACHE_MARGIN_M = 5.0  # lights/stop signs near the ego are re-gathered after it moved this far
 
 
 @dataclass
@@ -247,7 +253,9 @@ def _synthetic_lights(graph: LaneGraph, entry_kind, entry_signal, first_index: i
                 entry_kind[e] = ENTRY_LIGHT
                 entry_signal[e] = idx
             ex, ey = graph.seg_end_xy[ents[0]]
-            out.append((SYNTHETIC_LIGHT_ID_BASE + 10 * j + k, Pose(float(ex), float(ey), 0.0, heads[k]), ents))
+            out.append(
+                (SYNTHETIC_LIGHT_ID_BASE + 10 * j + k, Pose(float(ex), float(ey), 0.0, heads[k]), ents)
+            )
     return out
 
 
@@ -269,28 +277,45 @@ class SignalState:
         self._forced_until = np.zeros(L)
         self._forced_since = np.zeros(L)
         self._id_to_index = {int(i): k for k, i in enumerate(layout.light_ids.tolist())}
+        self._near_cache: dict[str, tuple[float, float, list[tuple[int, float, float]]]] = {}
+        self._light_fields: dict[int, dict] = {}
         self.state = np.full(L, _RED, np.int8)
         self.time_in_state = np.zeros(L)
+        self._last_t = 0.0
+        self._valid_until = -np.inf  # forces a full evaluation
         self.update(0.0)
 
     def update(self, time_s: float) -> None:
-        """Advance the phase clocks to `time_s` (closed form, see module docstring)."""
+        """Advance the phase clocks to `time_s` (closed form, see module docstring).
+
+        Between two phase changes only the time in state grows, so the full evaluation runs only
+        when some light (or a forced hold) reaches its next boundary.
+        """
         if self.layout.num_lights == 0:
+            return
+        if self._last_t <= time_s < self._valid_until:
+            self.time_in_state = self.time_in_state + (time_s - self._last_t)
+            self._last_t = time_s
             return
         c = self.cfg
         t = (time_s + self._offset - self._group_start) % self._cycle
         green = t < c.green_s
         yellow = ~green & (t < c.green_s + c.yellow_s)
         state = np.where(green, _GREEN, np.where(yellow, _YELLOW, _RED)).astype(np.int8)
-        # red lasts from green+yellow until the group's next green (wraps over the cycle)
+        # red lasts from green + yellow to the end of the cycle (t is relative to the group's slot)
         tis = np.where(green, t, np.where(yellow, t - c.green_s, t - c.green_s - c.yellow_s))
+        boundary = np.where(green, c.green_s, np.where(yellow, c.green_s + c.yellow_s, self._cycle))
+        valid_until = time_s + float((boundary - t).min())
         forced = (self._forced_state >= 0) & (time_s < self._forced_until)
         if forced.any():
             state = np.where(forced, self._forced_state, state)
             tis = np.where(forced, time_s - self._forced_since, tis)
+            valid_until = min(valid_until, float(self._forced_until[forced].min()))
         self._forced_state[(self._forced_state >= 0) & ~forced] = -1
         self.state = state
         self.time_in_state = tis
+        self._last_t = time_s
+        self._valid_until = valid_until
 
     def force(self, light_id: int, state: TrafficLightState, duration_s: float, time_s: float) -> None:
         """Hold light `light_id` in `state` from `time_s` for `duration_s` seconds."""
@@ -300,38 +325,70 @@ class SignalState:
         self._forced_state[k] = int(state)
         self._forced_since[k] = time_s
         self._forced_until[k] = time_s + float(duration_s)
+        self._valid_until = -np.inf
         self.update(time_s)
 
     def index_of(self, light_id: int) -> int:
         return self._id_to_index[int(light_id)]
 
+    def _near(self, centers: np.ndarray, ego_xy: np.ndarray, cache_key: str) -> list[int]:
+        """Indices of `centers` within the snapshot radius of the ego, in index order.
+
+        Candidates within radius + NEAR_CACHE_MARGIN_M are gathered when the ego has moved more than
+        the margin; the exact test then runs on those few only.
+        """
+        x, y = float(ego_xy[0]), float(ego_xy[1])
+        hit = self._near_cache.get(cache_key)
+        if hit is None or (x - hit[0]) ** 2 + (y - hit[1]) ** 2 > NEAR_CACHE_MARGIN_M**2:
+            reach = self.cfg.snapshot_radius_m + 2.0 * NEAR_CACHE_MARGIN_M
+            d2 = ((centers - ego_xy) ** 2).sum(axis=1) if centers.shape[0] else np.zeros(0)
+            cand = [
+                (int(k), float(centers[k, 0]), float(centers[k, 1]))
+                for k in np.flatnonzero(d2 <= reach * reach)
+            ]
+            hit = (x, y, cand)
+            self._near_cache[cache_key] = hit
+        r2 = self.cfg.snapshot_radius_m**2
+        return [k for k, cx, cy in hit[2] if (cx - x) ** 2 + (cy - y) ** 2 <= r2]
+
     def snapshot_lights(self, ego_xy: np.ndarray) -> tuple[TrafficLight, ...]:
         lay = self.layout
         if lay.num_lights == 0:
             return ()
-        d2 = ((lay.light_center - ego_xy) ** 2).sum(axis=1)
-        near = np.flatnonzero(d2 <= self.cfg.snapshot_radius_m**2)
+        near = self._near(lay.light_center, ego_xy, "lights")
+        if not near:
+            return ()
         st = self.state
         tis = self.time_in_state
-        return tuple(
-            TrafficLight(
-                id=int(lay.light_ids[k]),
-                state=TrafficLightState(int(st[k])),
-                pose=lay.light_pose[k],
-                stop_lines=lay.light_stop_lines[k],
-                junction_id=int(lay.light_junction[k]),
-                time_in_state=float(tis[k]),
-            )
-            for k in near.tolist()
-        )
+        return tuple(self._light(k, int(st[k]), float(tis[k])) for k in near)
+
+    def _light(self, k: int, state: int, time_in_state: float) -> TrafficLight:
+        """TrafficLight k with the current state: the frozen dataclass is filled from a cached field
+        dict (4x cheaper than its __init__; dozens of lights are built every tick)."""
+        base = self._light_fields.get(k)
+        if base is None:
+            lay = self.layout
+            base = {
+                "id": int(lay.light_ids[k]),
+                "state": TrafficLightState.RED,
+                "pose": lay.light_pose[k],
+                "stop_lines": lay.light_stop_lines[k],
+                "junction_id": int(lay.light_junction[k]),
+                "time_in_state": 0.0,
+            }
+            self._light_fields[k] = base
+        fields = base.copy()
+        fields["state"] = _STATES[state]
+        fields["time_in_state"] = time_in_state
+        light = object.__new__(TrafficLight)
+        light.__dict__.update(fields)
+        return light
 
     def snapshot_stop_signs(self, ego_xy: np.ndarray) -> tuple[StopSign, ...]:
         lay = self.layout
         if lay.stop_ids.shape[0] == 0:
             return ()
-        d2 = ((lay.stop_center - ego_xy) ** 2).sum(axis=1)
-        near = np.flatnonzero(d2 <= self.cfg.snapshot_radius_m**2)
-        return tuple(self._stop_sign(k) for k in near.tolist())
+        return tuple(self._stop_sign(k) for k in self._near(lay.stop_center, ego_xy, "stops"))
 
     def _stop_sign(self, k: int) -> StopSign:
         cache = self.__dict__.setdefault("_stop_cache", {})

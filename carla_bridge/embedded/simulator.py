@@ -8,7 +8,7 @@ import logging
 import carla
 import numpy as np
 
-from carla_bridge.embedded.config import SimConfig
+from carla_bridge.embedded.config import SimConfig, validate_sim_config
 from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.scenarios import runner as scenario_runner
 from carla_bridge.embedded.signals import signal_layout_for
@@ -17,6 +17,8 @@ from carla_bridge.embedded.walkers import sidewalks_for
 from carla_bridge.embedded.world import World
 from carla_bridge.errors import RouteError, SimulatorError
 from carla_bridge.route import Route
+from carla_bridge.route_planner import plan_route
+from carla_bridge.scoring.criteria import RouteCriteria
 from carla_bridge.simulator import FIXED_DELTA_S
 from carla_bridge.snapshot import Control, InfractionEvent, WorldSnapshot
 
@@ -38,7 +40,7 @@ class EmbeddedSimulator:
     dt: float = FIXED_DELTA_S
 
     def __init__(self, config: SimConfig | None = None, maps=None) -> None:
-        self.config = config or SimConfig()
+        self.config = validate_sim_config(config or SimConfig())
         if maps is None:
             try:
                 from carla_bridge.maps import MapLibrary  # type: ignore[import-not-found]
@@ -70,6 +72,11 @@ class EmbeddedSimulator:
         return self._world
 
     @property
+    def criteria(self) -> RouteCriteria | None:
+        """The route's scoring criteria (None when `config.scoring` is off); `record()` at the end."""
+        return self._criteria
+
+    @property
     def done(self) -> bool:
         """True once the scoring criteria say the route has ended (always False without scoring)."""
         return bool(self._criteria is not None and self._criteria.done)
@@ -79,7 +86,7 @@ class EmbeddedSimulator:
         cmap = self.maps.load(route.town)
         self._cmap = cmap
         if route.dense is None:
-            route.dense = self._plan(route, cmap)
+            route.dense = plan_route(route, cmap)
         if len(route.dense) < MIN_DENSE_POINTS:
             raise RouteError(route.id, "dense route has fewer than two points; check the route keypoints")
         graph = LaneGraph.for_map(cmap, cfg.lane_graph)
@@ -92,13 +99,15 @@ class EmbeddedSimulator:
         world.manage_traffic(initial=True)
         world.manage_walkers(initial=True)
         world._update_route_progress()
-        self._criteria = self._make_criteria(route, cmap) if cfg.scoring else None
+        self._criteria = RouteCriteria(route, cmap) if cfg.scoring else None
         return self._finish(build_snapshot(world, self._scenarios.infos()))
 
     def step(self, control: Control) -> WorldSnapshot:
         world = self.world
         if not isinstance(control, Control):
-            raise SimulatorError(f"step() needs a carla_bridge.snapshot.Control, got {type(control).__name__}")
+            raise SimulatorError(
+                f"step() needs a carla_bridge.snapshot.Control, got {type(control).__name__}"
+            )
         world.tick(_clipped(control))
         assert self._scenarios is not None
         self._scenarios.tick()
@@ -121,29 +130,6 @@ class EmbeddedSimulator:
                 snap = dataclasses.replace(snap, events=tuple(events))
         self._last = snap
         return snap
-
-    @staticmethod
-    def _plan(route: Route, cmap: carla.Map):
-        try:
-            from carla_bridge.route_planner import plan_route  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise SimulatorError(
-                f"route {route.id} has no dense route and carla_bridge.route_planner is not installed; "
-                "plan it first (route.dense = plan_route(route, cmap))"
-            ) from exc
-        return plan_route(route, cmap)
-
-    @staticmethod
-    def _make_criteria(route: Route, cmap: carla.Map):
-        try:
-            from carla_bridge.scoring.criteria import RouteCriteria  # type: ignore[import-not-found]
-        except ImportError:
-            if not getattr(EmbeddedSimulator, "_warned_scoring", False):
-                log.warning("carla_bridge.scoring is not available: running without infraction scoring")
-                EmbeddedSimulator._warned_scoring = True
-            return None
-        return RouteCriteria(route, cmap)
-
 
 def _clipped(c: Control) -> Control:
     """Control.clipped() without numpy (this runs every tick)."""

@@ -23,7 +23,7 @@ _BACKGROUND = np.int8(int(ActorRole.BACKGROUND))
 def actor_table(world: World) -> ActorTable:
     """Traffic, walkers and scenario-owned actors, in that order, as one struct of arrays."""
     t, w = world.traffic, world.walkers
-    nt, nw, ns = len(t), len(w), len(world.scripted)
+    _nt, nw, ns = len(t), len(w), len(world.scripted)
     parts_id = [t.id]
     parts = {
         "kind": [t.kind],

@@ -1,24 +1,28 @@
-"""Background traffic: lane-following IDM vehicles on the lane graph, vectorised over all vehicles.
+"""Background traffic: lane-following IDM vehicles on the lane graph, one tick for all vehicles.
 
-A vehicle is (node, next node, fraction along the edge, speed) plus a chosen successor for the end
-of its current lane (random among the successors, drawn from the episode's Generator when it
-enters the lane). Every tick (`TrafficModel.step`):
+A vehicle is (node, next node, fraction along the edge, speed), the successor it chose for the end
+of its current lane, and the junction lane it picked for its next junction entry (both drawn from
+the episode's Generator). Every tick (`TrafficModel.step`):
 
-1. Occupancy: each vehicle marks its node and next node on a node-sized array; obstacles that are
-   not on the graph (the ego, scripted actors, props) mark every node whose lane footprint their
-   box covers (oriented-box test in the actor frame: |dx| <= hl + 0.5 spacing, |dy| <= hw + pad).
-2. Leader: the path ahead of each vehicle (its own chosen successor first, default successors
-   after) is sampled every `stride` nodes up to `lookahead_m`; the first marked node is the leader.
-   Bumper gap = path distance centre-to-centre - hl_i - hl_j.
-3. Junction entry ahead (precomputed per node): stop for red (and yellow when it can stop with
-   <= yellow_decel_limit), full stop at stop signs, and enter the junction only with a
-   reservation: a junction segment is granted when no conflicting junction segment is occupied or
-   reserved (by traffic or by the ego inside / about to enter the junction). Requests are served
-   first come, first served, so the scheme cannot deadlock on its own.
+1. Occupancy: each vehicle marks its previous, current and next node on a node-sized array;
+   obstacles off the graph (the ego, scripted actors, props) mark every node whose lane footprint
+   their box covers (test in the actor frame: |dx| <= hl + spacing / 2, |dy| <= hw + footprint).
+2. Leader: the first marked node along the vehicle's own path (its chosen successor, default
+   successors beyond) within `lookahead_m`. Bumper gap = path distance centre-to-centre - hl_i - hl_j.
+3. Junction entry ahead (precomputed per node): stop for red (and for yellow when it can stop
+   with <= yellow_decel_limit), make a full stop at stop signs, and enter only with a reservation
+   of the picked junction lane: granted first come, first served when no conflicting junction lane
+   is occupied, reserved, or claimed by the ego, and only if there is room for the whole vehicle
+   past the junction lane (no blocking the box). A vehicle held before the line gives its
+   reservation back, so waiting never blocks anyone.
 4. IDM against the leader and the stop target:
        a = a_max [1 - (v/v0)^delta - max_k (s*_k / s_k)^2],  s*_k = s0_k + v T + v (v - v_k) / (2 sqrt(a_max b))
-   clipped to [-max_decel, a_max]; then a hard clamp keeps the gap to any leader >= min_safety_gap.
-5. Advance along the graph (at most a few node hops per tick) and write poses.
+   clipped to [-max_decel, a_max]; a hard clamp keeps every gap >= min_safety_gap (never into the ego).
+5. Advance along the graph (a few node hops at most per tick) and write poses and controls.
+
+Two implementations of the tick: `step_numpy` (array expressions, strided leader scan; the
+reference, always available) and the compiled `traffic_kernel.traffic_step` (numba; exact scan),
+chosen by `traffic.backend` (auto = numba when installed).
 """
 
 from __future__ import annotations
@@ -30,13 +34,23 @@ import numpy as np
 
 from carla_bridge.embedded import traffic_kernel
 from carla_bridge.embedded.catalogue import VEHICLES, Blueprint, vehicles_of
-from carla_bridge.embedded.config import IDMConfig, TrafficConfig, VehicleParams
-from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
+from carla_bridge.embedded.config import (
+    TRAFFIC_BACKENDS,
+    IDMConfig,
+    SimConfigError,
+    TrafficConfig,
+    VehicleParams,
+)
+from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.signals import ENTRY_LIGHT, ENTRY_STOP, SignalLayout, SignalState
 from carla_bridge.embedded.vehicle_model import steer_for_curvature
 from carla_bridge.snapshot import ActorKind, ActorRole, TrafficLightState
 
-_RED, _YELLOW, _GREEN = int(TrafficLightState.RED), int(TrafficLightState.YELLOW), int(TrafficLightState.GREEN)
+_RED, _YELLOW, _GREEN = (
+    int(TrafficLightState.RED),
+    int(TrafficLightState.YELLOW),
+    int(TrafficLightState.GREEN),
+)
 _TWO_PI = 2.0 * np.pi
 _NO_MARKS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 _NO_LIGHTS = np.zeros(1, np.int8)
@@ -95,23 +109,27 @@ class TrafficModel:
         self.rng = rng
         stride = max(1, int(cfg.lookahead_stride_nodes))
         self.stride = stride
-        self.steps = max(1, int(math.ceil(cfg.lookahead_m / (graph.spacing_m * stride))))
+        self.steps = max(1, math.ceil(cfg.lookahead_m / (graph.spacing_m * stride)))
         self.max_hops = self.steps * stride + 1
         self.hop_nodes, self.hop_dist = graph.hop_tables(self.max_hops)
         self._hops = (np.arange(1, self.steps + 1) * stride)[None, :]  # (1, K)
-        self._rem1 = (graph.seg_start[graph.seg] + graph.seg_count[graph.seg] - np.arange(graph.num_nodes)).astype(
-            np.int64
-        )  # hops from a node to its lane end + 1
+        self._rem1 = (
+            graph.seg_start[graph.seg] + graph.seg_count[graph.seg] - np.arange(graph.num_nodes)
+        ).astype(np.int64)  # hops from a node to its lane end + 1
         self._inv_2sqrt_ab = 1.0 / (2.0 * math.sqrt(idm.max_accel_mps2 * idm.comfort_decel_mps2))
         self._snap_gap = idm.stop_snap_m + idm.stop_line_gap_m
         self._inv_amax = 1.0 / idm.max_accel_mps2
         self._dist_to_end = graph.seg_length[graph.seg] - graph.node_s
         self._lookahead = float(cfg.lookahead_m)
         backend = str(cfg.backend)
-        if backend not in ("auto", "numba", "numpy"):
-            raise ValueError(f"traffic.backend must be auto, numba or numpy, got {backend!r}")
+        if backend not in TRAFFIC_BACKENDS:
+            raise SimConfigError(
+                f"traffic.backend={backend!r} is invalid: use one of {', '.join(TRAFFIC_BACKENDS)}"
+            )
         if backend == "numba" and not traffic_kernel.AVAILABLE:
-            raise ImportError("traffic.backend=numba needs the numba package (pip install numba), or use auto")
+            raise SimConfigError(
+                "traffic.backend=numba needs the numba package: pip install numba, or set traffic.backend=auto"
+            )
         self.use_kernel = backend != "numpy" and traffic_kernel.AVAILABLE
         self._inv_2b = 1.0 / (2.0 * idm.comfort_decel_mps2)
         self._inv_dmax = 1.0 / idm.max_decel_mps2
@@ -121,6 +139,8 @@ class TrafficModel:
         self._entry_signal = np.append(layout.entry_signal, -1).astype(np.int64)
         self._rows_cache = np.zeros(0, np.int32)
         self._obstacle_cache: dict[int, tuple[float, float, np.ndarray]] = {}
+        self._owner_cache: dict[int, np.ndarray] = {}
+        self._marks_buf = np.empty(512, np.int64)
         self._node_steer = steer_for_curvature(graph.curvature, vehicle_params).astype(np.float32)
         self._occ = np.full(graph.num_nodes, -1, np.int32)
         self._occ_off = np.zeros(graph.num_nodes)
@@ -147,9 +167,13 @@ class TrafficModel:
         self.prev_node = np.zeros(n, np.int64)  # the node before `node` on the vehicle's own path
         self.frac = np.zeros(n)
         self.choice = np.zeros(n, np.int64)  # successor segment chosen for the end of the current lane
+        self.entry_of_pick = np.full(n, -1, np.int64)  # the next junction entry ahead ...
+        self.entry_pick = np.full(n, -1, np.int64)  # ... and the junction lane picked there (drawn early)
         self.v = np.zeros(n)
         self.acc = np.zeros(n)
-        self.v_scale = np.ones(n)  # desired speed = min(limit x v_scale, speed_cap); v_scale = fraction x factor
+        self.v_scale = np.ones(
+            n
+        )  # desired speed = min(limit x v_scale, speed_cap); v_scale = fraction x factor
         self.speed_cap = np.full(n, np.inf)  # m/s: bicycle top speed, or a scenario override
         self.forced_brake = np.zeros(n, bool)  # scenario: brake as hard as allowed
         self.ignore_signals = np.zeros(n, bool)
@@ -165,7 +189,7 @@ class TrafficModel:
         self.remove_requested = np.zeros(n, bool)
 
     _ARRAYS = (
-        "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "v", "acc", "v_scale", "speed_cap",
+        "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "entry_of_pick", "entry_pick", "v", "acc", "v_scale", "speed_cap",
         "forced_brake", "ignore_signals", "managed", "stopped_at", "resv_seg", "resv_entry", "wait_since",
         "xyz", "yaw", "velocity", "control", "remove_requested",
     )  # fmt: skip
@@ -219,7 +243,8 @@ class TrafficModel:
         nnode = node + 1 if node != last else (int(g.seg_start[choice]) if choice >= 0 else node)
         row = {
             "id": actor_id, "kind": int(bp.kind), "role": int(role), "extent": bp.extent, "node": node,
-            "nnode": nnode, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0,
+            "nnode": nnode, "entry_of_pick": seg if g.is_entry[seg] else -1,
+            "entry_pick": choice if g.is_entry[seg] else -1, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0,
             "v_scale": self.cfg.speed_fraction_of_limit * speed_factor,
             "speed_cap": min(speed_cap, self.cfg.bicycle_max_speed_mps) if bp.kind == ActorKind.BICYCLE else speed_cap, "forced_brake": False, "ignore_signals": False, "managed": managed,
             "stopped_at": -1, "resv_seg": -1, "resv_entry": -1, "wait_since": np.inf,
@@ -228,7 +253,11 @@ class TrafficModel:
         }  # fmt: skip
         for name in self._ARRAYS:
             arr = getattr(self, name)
-            setattr(self, name, np.concatenate([arr, np.asarray([row[name]], arr.dtype).reshape((1, *arr.shape[1:]))]))
+            setattr(
+                self,
+                name,
+                np.concatenate([arr, np.asarray([row[name]], arr.dtype).reshape((1, *arr.shape[1:]))]),
+            )
         self.type_id.append(bp.type_id)
         self._write_poses(np.asarray([len(self) - 1]))
         return len(self) - 1
@@ -238,7 +267,9 @@ class TrafficModel:
         cnt = self._succ_count[segs]
         r = self.rng.random(segs.shape[0])
         pick = np.minimum((r * cnt).astype(np.int64), np.maximum(cnt - 1, 0))
-        out = np.where(cnt > 0, self.g.succ_idx[np.minimum(self.g.succ_ptr[segs] + pick, len(self.g.succ_idx) - 1)], -1)
+        out = np.where(
+            cnt > 0, self.g.succ_idx[np.minimum(self.g.succ_ptr[segs] + pick, len(self.g.succ_idx) - 1)], -1
+        )
         return out.astype(np.int64)
 
     # ------------------------------------------------------------------ occupancy
@@ -319,17 +350,30 @@ class TrafficModel:
         else:
             self.step_numpy(dt, time_s, signals, obstacles, ego_busy_segments)
 
-    def _step_kernel(self, dt, time_s, signals: SignalState, obstacles: Obstacles, ego_busy: np.ndarray) -> None:
+    def _step_kernel(
+        self, dt, time_s, signals: SignalState, obstacles: Obstacles, ego_busy: np.ndarray
+    ) -> None:
         """The compiled tick (traffic_kernel.traffic_step): same model, loops instead of array expressions."""
         g, idm, cfg = self.g, self.idm, self.cfg
         n = len(self)
-        marks = self._obstacle_marks(obstacles)
-        if marks is None:
-            mnodes, mown, mspeed = _NO_MARKS
+        m = obstacles.xy.shape[0]
+        pad = FOOTPRINT_HALF_WIDTH_M + g.spacing_m
+        parts, owners = [], []
+        for k in range(m):
+            r = float(obstacles.half_length[k]) + float(obstacles.half_width[k]) + pad
+            cand = self._candidates(
+                int(obstacles.ids[k]), float(obstacles.xy[k, 0]), float(obstacles.xy[k, 1]), r
+            )
+            parts.append(cand)
+            owners.append(self._owner_ids(k, cand.shape[0]))
+        if m == 0:
+            cand_nodes, cand_owner = _NO_MARKS[0], _NO_MARKS[1]
+        elif m == 1:
+            cand_nodes, cand_owner = parts[0], owners[0]
         else:
-            mnodes, mown, mspeed = marks
-        obstacle_hl = np.full(max(obstacles.xy.shape[0], 1), 0.5 * g.spacing_m)
-        rand = self.rng.random(n)
+            cand_nodes, cand_owner = np.concatenate(parts), np.concatenate(owners)
+        mark_buf = self._mark_buffer(2 * cand_nodes.shape[0])
+        rand = self.rng.random((2, n))
         out_xyz = np.empty((n, 3))
         out_yaw = np.empty(n)
         out_vel = np.empty((n, 2))
@@ -341,11 +385,14 @@ class TrafficModel:
         traffic_kernel.traffic_step(
             self._xyz, g.yaw, g.edge_len, g.seg, g.next_node, g.seg_start, g.seg_count, g.succ_ptr, g.succ_idx,
             g.seg_junction, g.conflict_ptr, g.conflict_idx, g.entry_dist, g.entry_seg, g.speed_limit,
-            self._node_steer, self._entry_kind, self._entry_signal, light_state,
-            self.id, self.node, self.nnode, self.prev_node, self.frac, self.choice, self.v, self.acc, self.v_scale,
+            self._node_steer, self._entry_kind, self._entry_signal, light_state, g.seg_length,
+            self.id, self.node, self.nnode, self.prev_node, self.frac, self.choice, self.entry_of_pick,
+            self.entry_pick, self.v, self.acc, self.v_scale,
             self.speed_cap, self.forced_brake, self.ignore_signals, self.stopped_at, self.resv_seg, self.resv_entry,
             self.wait_since, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]), rand,
-            mnodes, mown, mspeed, obstacle_hl, np.asarray(ego_busy, np.int64),
+            cand_nodes, cand_owner, obstacles.xy, obstacles.yaw, obstacles.half_length, obstacles.half_width,
+            obstacles.speed, g.xy, g.node_s, FOOTPRINT_HALF_WIDTH_M, 0.5 * g.spacing_m, mark_buf,
+            np.asarray(ego_busy, np.int64),
             self._occ, self._occ_off, self._occ_v, self._seg_busy,
             dt, time_s, self._lookahead, idm.max_accel_mps2, idm.comfort_decel_mps2, idm.max_decel_mps2,
             idm.min_gap_m, idm.stop_line_gap_m, idm.time_headway_s, idm.delta, self._snap_gap, idm.crawl_speed_mps,
@@ -378,7 +425,9 @@ class TrafficModel:
         occ_v[node] = v
         occ_v[nnode] = v
         marked = self._mark_obstacles(obstacles, n) if obstacles.xy.shape[0] else None
-        hl_all = hl if marked is None else np.concatenate([hl, np.full(obstacles.xy.shape[0], 0.5 * g.spacing_m)])
+        hl_all = (
+            hl if marked is None else np.concatenate([hl, np.full(obstacles.xy.shape[0], 0.5 * g.spacing_m)])
+        )
 
         # 2. leader: first occupied node along the own path. Hop h < rem + 1 stays in the lane
         #    (node h hops on); later hops continue from the chosen successor's first node.
@@ -435,6 +484,19 @@ class TrafficModel:
         self._release_reservations()
         self._write_poses(None)
 
+    def _owner_ids(self, k: int, count: int) -> np.ndarray:
+        """np.full(count, k) without allocating every tick."""
+        buf = self._owner_cache.get(k)
+        if buf is None or buf.shape[0] < count:
+            buf = np.full(max(count, 64) * 2, k, np.int64)
+            self._owner_cache[k] = buf
+        return buf[:count]
+
+    def _mark_buffer(self, size: int) -> np.ndarray:
+        if self._marks_buf.shape[0] < size:
+            self._marks_buf = np.empty(max(size, 256) * 2, np.int64)
+        return self._marks_buf
+
     def _rows(self, n: int) -> np.ndarray:
         r = self._rows_cache
         if r.shape[0] != n:
@@ -452,7 +514,11 @@ class TrafficModel:
         is_light = kind == ENTRY_LIGHT
         if np.count_nonzero(is_light):
             # red, or yellow when stopping needs at most yellow_decel_limit
-            st = signals.state[self._entry_signal[entry]] if signals.state.shape[0] else np.full(entry.shape[0], _GREEN)
+            st = (
+                signals.state[self._entry_signal[entry]]
+                if signals.state.shape[0]
+                else np.full(entry.shape[0], _GREEN)
+            )
             can_stop = v * v <= (2.0 * idm.yellow_decel_limit_mps2) * np.maximum(front_gap, 0.01)
             sig_stop = is_light & ((st == _RED) | ((st == _YELLOW) & can_stop))
         is_stop = kind == ENTRY_STOP
@@ -463,32 +529,35 @@ class TrafficModel:
             sig_stop |= is_stop & (self.stopped_at != entry)
         if np.count_nonzero(self.ignore_signals):
             sig_stop &= ~self.ignore_signals
+        # the junction lane taken at the next entry is picked as soon as that entry is ahead
+        repick = has_entry & (self.entry_of_pick != entry)
+        if np.count_nonzero(repick):
+            rows = np.flatnonzero(repick)
+            self.entry_of_pick[rows] = entry[rows]
+            self.entry_pick[rows] = self._choose(entry[rows])
         reserved = has_entry & (self.resv_entry == entry)
-        # a vehicle held by its signal before the line gives its reservation back (no blocking on red)
-        drop = reserved & sig_stop & (front_gap > 0.0)
+        # don't block the box: enter only with room for the whole vehicle past the junction lane
+        room = gap_lead >= front_gap + self.g.seg_length[self.entry_pick] + 2.0 * hl + idm.min_gap_m
+        hold = sig_stop | ~room
+        # a vehicle held before the line gives its reservation back (no blocking on red or on a full exit)
+        drop = reserved & hold & (front_gap > 0.0)
         if np.count_nonzero(drop):
             self.resv_seg[drop] = -1
             self.resv_entry[drop] = -1
             reserved &= ~drop
         # only the first vehicle of a queue asks, on the entry lane, within its request distance
-        near = (
-            has_entry
-            & ~reserved
-            & ~sig_stop
-            & (gap_lead >= front_gap)
-            & (front_gap <= cfg.reservation_request_m + v * v * self._inv_2b)
-        )
+        near = has_entry & ~reserved & ~hold & (front_gap <= cfg.reservation_request_m + v * v * self._inv_2b)
         if np.count_nonzero(near):
-            near &= self.g.seg[self.node] == entry
-            if np.count_nonzero(near):
-                self._grant(np.flatnonzero(near), time_s, ego_busy)
-                reserved = has_entry & (self.resv_entry == entry)
+            self._grant(np.flatnonzero(near), entry, time_s, ego_busy)
+            reserved = has_entry & (self.resv_entry == entry)
         must_stop = (sig_stop | ~reserved) & (front_gap > -0.5)  # front past the line: committed
         gap = front_gap.copy()
         gap[~must_stop] = np.inf
         return gap
 
-    def _grant(self, cand: np.ndarray, time_s: float, ego_busy: np.ndarray) -> None:
+    def _grant(self, cand: np.ndarray, entry: np.ndarray, time_s: float, ego_busy: np.ndarray) -> None:
+        """Serve requests first come, first served (ties by id): grant the picked junction lane if no
+        conflicting junction lane is occupied or reserved (by traffic, or claimed by the ego)."""
         g = self.g
         self.wait_since[cand] = np.minimum(self.wait_since[cand], time_s)
         busy = self._seg_busy
@@ -501,15 +570,15 @@ class TrafficModel:
             busy[ego_busy] += 1
         order = cand[np.lexsort((self.id[cand], self.wait_since[cand]))]
         for i in order.tolist():
-            c = int(self.choice[i])
+            c = int(self.entry_pick[i])
             if c < 0 or g.seg_junction[c] < 0:
-                self.resv_entry[i] = int(g.seg[self.node[i]])  # not a junction lane: nothing to reserve
+                self.resv_entry[i] = int(entry[i])  # not a junction lane: nothing to reserve
                 continue
             conf = g.conflicts(c)
             if conf.size and busy[conf].any():
                 continue
             self.resv_seg[i] = c
-            self.resv_entry[i] = int(g.seg[self.node[i]])
+            self.resv_entry[i] = int(entry[i])
             busy[c] += 1
 
     def _release_reservations(self) -> None:
@@ -547,11 +616,15 @@ class TrafficModel:
             node[idx] = new
             if np.count_nonzero(entered):
                 ent = idx[entered]
-                self.choice[ent] = self._choose(g.seg[node[ent]].astype(np.int64))
+                segs = g.seg[node[ent]].astype(np.int64)
+                picked = segs == self.entry_of_pick[ent]  # an entry lane: take the lane picked for it
+                self.choice[ent] = np.where(picked, self.entry_pick[ent], self._choose(segs))
             lst = self._last[g.seg[node[idx]]]
             at_last = node[idx] == lst
             ch = self.choice[idx]
-            nnode[idx] = np.where(at_last, np.where(ch >= 0, g.seg_start[np.maximum(ch, 0)], node[idx]), node[idx] + 1)
+            nnode[idx] = np.where(
+                at_last, np.where(ch >= 0, g.seg_start[np.maximum(ch, 0)], node[idx]), node[idx] + 1
+            )
             e = g.edge_len[node]
         self.frac = np.minimum(np.maximum(pos / e, 0.0), 1.0)
 
@@ -561,7 +634,13 @@ class TrafficModel:
         if rows is None:
             node, nnode, f, v, a = self.node, self.nnode, self.frac, self.v, self.acc
         else:
-            node, nnode, f, v, a = self.node[rows], self.nnode[rows], self.frac[rows], self.v[rows], self.acc[rows]
+            node, nnode, f, v, a = (
+                self.node[rows],
+                self.nnode[rows],
+                self.frac[rows],
+                self.v[rows],
+                self.acc[rows],
+            )
         p0 = self._xyz[node]
         xyz = p0 + (self._xyz[nnode] - p0) * f[:, None]
         y0 = g.yaw[node]

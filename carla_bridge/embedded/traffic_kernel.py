@@ -35,7 +35,7 @@ MAX_HOPS_PER_TICK = 4
 
 
 @njit(cache=True)
-def _grant(cand, count, choice, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
+def _grant(cand, count, pick, entry_of, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
            wait_since, ids, busy, ego_busy, n):  # fmt: skip
     """Serve reservation requests first come, first served (ties by id) against busy junction lanes."""
     busy[:] = 0
@@ -53,15 +53,16 @@ def _grant(cand, count, choice, node, seg_of, seg_junction, conflict_ptr, confli
         x = order[a]
         b = a - 1
         while b >= 0 and (
-            wait_since[order[b]] > wait_since[x] or (wait_since[order[b]] == wait_since[x] and ids[order[b]] > ids[x])
+            wait_since[order[b]] > wait_since[x]
+            or (wait_since[order[b]] == wait_since[x] and ids[order[b]] > ids[x])
         ):
             order[b + 1] = order[b]
             b -= 1
         order[b + 1] = x
     for a in range(count):
         i = order[a]
-        c = choice[i]
-        here = seg_of[node[i]]
+        c = pick[i]
+        here = entry_of[i]
         if c < 0 or seg_junction[c] < 0:
             resv_entry[i] = here
             continue
@@ -81,12 +82,13 @@ def traffic_step(
     # graph
     xyz, yaw_n, edge_len, seg_of, next_node, seg_start, seg_count, succ_ptr, succ_idx, seg_junction,
     conflict_ptr, conflict_idx, entry_dist, entry_seg, speed_limit, node_steer, entry_kind, entry_signal,
-    light_state,
+    light_state, seg_length,
     # vehicles (updated in place)
-    ids, node, nnode, prev, frac, choice, v, acc, v_scale, speed_cap, forced_brake, ignore_signals,
+    ids, node, nnode, prev, frac, choice, entry_of_pick, entry_pick, v, acc, v_scale, speed_cap, forced_brake, ignore_signals,
     stopped_at, resv_seg, resv_entry, wait_since, remove_requested, hl, rand,
-    # obstacles off the graph, already resolved to lane nodes
-    mark_nodes, mark_owner, mark_speed, obstacle_hl, ego_busy,
+    # obstacles off the graph: candidate lane nodes (with their obstacle) and the obstacles' boxes
+    cand_nodes, cand_owner, obs_xy, obs_yaw, obs_hl, obs_hw, obs_speed, node_xy, node_s, footprint_hw,
+    half_spacing, mark_nodes, ego_busy,
     # work arrays (occ all -1 on entry and on return)
     occ, occ_off, occ_v, busy,
     # parameters
@@ -109,12 +111,30 @@ def traffic_step(
         occ[nnode[i]] = i
         occ_off[nnode[i]] = pos - e
         occ_v[nnode[i]] = v[i]
-    for k in range(mark_nodes.shape[0]):
-        m = mark_nodes[k]
-        if occ[m] < 0:
-            occ[m] = n + mark_owner[k]
-            occ_off[m] = 0.0
-            occ_v[m] = mark_speed[k]
+    # an obstacle covers a lane node when the node lies in its box grown by half a spacing along and
+    # by the footprint half width across; the node before it is marked too (strided numpy scans)
+    n_marks = 0
+    for k in range(cand_nodes.shape[0]):
+        m = cand_nodes[k]
+        o = cand_owner[k]
+        c = np.cos(obs_yaw[o])
+        sn = np.sin(obs_yaw[o])
+        dx = node_xy[m, 0] - obs_xy[o, 0]
+        dy = node_xy[m, 1] - obs_xy[o, 1]
+        if (
+            abs(dx * c + dy * sn) > obs_hl[o] + half_spacing
+            or abs(dy * c - dx * sn) > obs_hw[o] + footprint_hw
+        ):
+            continue
+        for mm in (m - 1, m):
+            if mm == m - 1 and node_s[m] <= 0.0:
+                continue
+            if occ[mm] < 0:
+                occ[mm] = n + o
+                occ_off[mm] = 0.0
+                occ_v[mm] = obs_speed[o] * np.cos(obs_yaw[o] - yaw_n[mm])
+                mark_nodes[n_marks] = mm
+                n_marks += 1
 
     # 2. leader along the own path (own choice at the first lane end, default successors after)
     v_lead = np.zeros(n)
@@ -141,7 +161,7 @@ def traffic_step(
             cur = nxt
             o = occ[cur]
             if o >= 0 and o != i:
-                other_hl = hl[o] if o < n else obstacle_hl[o - n]
+                other_hl = hl[o] if o < n else half_spacing
                 gap_lead[i] = d + occ_off[cur] - pos - hl[i] - other_hl
                 leader[i] = o
                 break
@@ -152,7 +172,7 @@ def traffic_step(
         occ[prev[i]] = -1
         occ[node[i]] = -1
         occ[nnode[i]] = -1
-    for k in range(mark_nodes.shape[0]):
+    for k in range(n_marks):
         occ[mark_nodes[k]] = -1
 
     # 3. junction entries: signals, stop signs, reservations
@@ -173,9 +193,7 @@ def traffic_step(
         if not ignore_signals[i]:
             if kind == ENTRY_LIGHT:
                 st = light_state[entry_signal[ent]]
-                if st == RED:
-                    stop = True
-                elif st == YELLOW and v[i] * v[i] <= 2.0 * yellow_decel * max(front[i], 0.01):
+                if st == RED or (st == YELLOW and v[i] * v[i] <= 2.0 * yellow_decel * max(front[i], 0.01)):
                     stop = True
             elif kind == ENTRY_STOP:
                 if front[i] <= stop_radius and v[i] <= stopped_speed:
@@ -183,24 +201,26 @@ def traffic_step(
                 if stopped_at[i] != ent:
                     stop = True
         sig_stop[i] = stop
+        if entry_of_pick[i] != ent:  # pick the junction lane as soon as the entry is ahead
+            entry_of_pick[i] = ent
+            cnt = succ_ptr[ent + 1] - succ_ptr[ent]
+            entry_pick[i] = succ_idx[succ_ptr[ent] + min(int(rand[1, i] * cnt), cnt - 1)] if cnt > 0 else -1
         reserved = resv_entry[i] == ent
-        if reserved and stop and front[i] > 0.0:  # held by its signal: give the reservation back
+        # don't block the box: enter only with room for the whole vehicle past the junction lane
+        pk = entry_pick[i]
+        room = pk >= 0 and gap_lead[i] >= front[i] + seg_length[pk] + 2.0 * hl[i] + s0
+        hold = stop or not room
+        if reserved and hold and front[i] > 0.0:  # held before the line: give the reservation back
             resv_seg[i] = -1
             resv_entry[i] = -1
             reserved = False
-        if (
-            not reserved
-            and not stop
-            and seg_of[node[i]] == ent
-            and gap_lead[i] >= front[i]
-            and front[i] <= request_m + v[i] * v[i] * inv_2b
-        ):
+        if not reserved and not hold and front[i] <= request_m + v[i] * v[i] * inv_2b:
             if wait_since[i] > time_s:
                 wait_since[i] = time_s
             cand[count] = i
             count += 1
     if count > 0:
-        _grant(cand, count, choice, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
+        _grant(cand, count, entry_pick, entry_of_pick, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
                wait_since, ids, busy, ego_busy, n)  # fmt: skip
     for i in range(n):
         ent = entry_seg[node[i]]
@@ -250,10 +270,12 @@ def traffic_step(
             entered = seg_of[new] != seg_of[node[i]]
             node[i] = new
             s = seg_of[new]
-            if entered:
+            if entered and s == entry_of_pick[i]:  # an entry lane: take the junction lane picked for it
+                choice[i] = entry_pick[i]
+            elif entered:
                 cnt = succ_ptr[s + 1] - succ_ptr[s]
                 if cnt > 0:
-                    r = rand[i] if draws == 0 else (rand[i] * 7919.0) % 1.0
+                    r = rand[0, i] if draws == 0 else (rand[0, i] * 7919.0) % 1.0
                     draws += 1
                     pick = min(int(r * cnt), cnt - 1)
                     choice[i] = succ_idx[succ_ptr[s] + pick]

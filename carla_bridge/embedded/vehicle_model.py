@@ -80,7 +80,13 @@ def turning_radius(steer: float, params: VehicleParams) -> float:
 
 
 def longitudinal_speed(
-    speed: Array, throttle: Array, brake: Array, reverse: Array, hand_brake: Array, dt: float, p: VehicleParams
+    speed: Array,
+    throttle: Array,
+    brake: Array,
+    reverse: Array,
+    hand_brake: Array,
+    dt: float,
+    p: VehicleParams,
 ) -> Array:
     """v' of the first-order longitudinal model (module docstring)."""
     fwd = p.max_accel_mps2 * np.maximum(0.0, 1.0 - speed / p.max_speed_mps)
@@ -97,7 +103,9 @@ def longitudinal_speed(
     return np.sign(v_free) * np.maximum(0.0, np.abs(v_free) - decel)
 
 
-def bicycle_step(state: BicycleState, control: BicycleControl, dt: float, params: VehicleParams) -> BicycleState:
+def bicycle_step(
+    state: BicycleState, control: BicycleControl, dt: float, params: VehicleParams
+) -> BicycleState:
     """One step of the kinematic bicycle + longitudinal model (module docstring); pure, vectorised."""
     max_ds = params.max_steer_rate_per_s * dt
     steer_cmd = np.clip(control.steer, -1.0, 1.0)
@@ -142,7 +150,11 @@ def bicycle_step_scalar(
     lf, lr = params.front_wheel_offset_m, params.rear_wheel_offset_m
     beta = math.atan(lr / (lf + lr) * math.tan(params.wheel_angle_per_steer_rad * st))
     if c.reverse:
-        a_drive = -throttle * params.reverse_accel_mps2 * max(0.0, 1.0 - max(0.0, -v) / params.max_reverse_speed_mps)
+        a_drive = (
+            -throttle
+            * params.reverse_accel_mps2
+            * max(0.0, 1.0 - max(0.0, -v) / params.max_reverse_speed_mps)
+        )
     else:
         a_drive = throttle * params.max_accel_mps2 * max(0.0, 1.0 - v / params.max_speed_mps)
     v_free = v + a_drive * dt

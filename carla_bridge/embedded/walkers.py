@@ -101,7 +101,7 @@ def build_sidewalks(cmap: carla.Map, spacing_m: float) -> SidewalkNetwork:
     count_a = np.asarray(count, np.int64)
     ends = np.concatenate([xy[start_a][:, None], xy[start_a + count_a - 1][:, None]], axis=1).reshape(-1, 2)
     d = np.hypot(*(ends[:, None, :] - ends[None, :, :]).transpose(2, 0, 1))
-    joins = [[int(j) for j in np.flatnonzero((d[e] < JOIN_RADIUS_M)) if j // 2 != e // 2] for e in range(2 * W)]
+    joins = [[int(j) for j in np.flatnonzero(d[e] < JOIN_RADIUS_M) if j // 2 != e // 2] for e in range(2 * W)]
     ptr = np.zeros(2 * W + 1, np.int64)
     ptr[1:] = np.cumsum([len(x) for x in joins])
     idx = np.asarray([j for x in joins for j in x], np.int64)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
 
 import carla
 import numpy as np
 
 from carla_bridge.embedded.catalogue import Blueprint, blueprint
 from carla_bridge.embedded.config import SimConfig
-from carla_bridge.embedded.lane_graph import NO_NODE, LaneGraph, wrap_angle
+from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
+from carla_bridge.embedded.route_progress import route_locator
 from carla_bridge.embedded.scripted import ScriptedActor, ScriptedActors, SpeedProfile
 from carla_bridge.embedded.signals import SignalLayout, SignalState
 from carla_bridge.embedded.traffic import EGO_OBSTACLE_ID, Obstacles, TrafficModel
@@ -32,6 +32,7 @@ EGO_NODE_RADIUS_M = 6.0  # search radius for the lane node under the ego
 ROUTE_NODE_RADIUS_M = 3.0
 EGO_COMMIT_HORIZON_S = 2.0  # a moving ego holds the junction lanes it reaches within this time
 EGO_COMMIT_MIN_SPEED_MPS = 1.0
+EGO_STOPPED_NOSE_M = 1.5  # a stopped ego claims no junction lane that only its front this long reaches
 FIRST_ACTOR_ID = 1  # actor ids start here on every reset (the ego has no id in the snapshot)
 _EGO_IDS = np.array([EGO_OBSTACLE_ID], np.int64)
 _NO_SEGMENTS = np.zeros(0, np.int64)
@@ -39,34 +40,8 @@ SPAWN_RETRY_MOVE_M = 15.0  # after a spawn round placed nothing, retry once the 
 SPAWN_RETRY_S = 5.0  # or this much later
 SPAWN_PROBES_PER_VEHICLE = 6  # random candidate spots examined per missing vehicle
 SPAWN_PROBES_MIN = 20
+SPAWN_MATRIX_MAX = 20_000  # candidates x actors distance matrix size above which a loop is used
 SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
-
-
-def locate_on_dense(dense: DenseRoute, xy: np.ndarray, start: int, window_m: float) -> tuple[int, float]:
-    """Where `xy` is along the dense route, searching `window_m` metres ahead of `start` only.
-
-    Same maths as carla_bridge.route_planner.locate_on_route (lean enough for every tick): project xy
-    on each piece p_i -> p_{i+1} of the window, t = clamp((x - p_i).(p_{i+1} - p_i) / |p_{i+1} - p_i|^2,
-    0, 1); return (index of the dense point nearest the closest projection, distance to it).
-    """
-    s = dense.s
-    n = s.shape[0]
-    stop = min(int(np.searchsorted(s, s[start] + window_m, side="right")) + 1, n)
-    if stop - start < 2:
-        d = dense.xyz[start, :2] - xy
-        return start, math.hypot(d[0], d[1])
-    p = dense.xyz[start:stop, :2]
-    a = p[:-1]
-    ab = p[1:] - a
-    ax = xy[0] - a[:, 0]
-    ay = xy[1] - a[:, 1]
-    l2 = ab[:, 0] * ab[:, 0] + ab[:, 1] * ab[:, 1]
-    t = np.minimum(np.maximum((ax * ab[:, 0] + ay * ab[:, 1]) / np.maximum(l2, 1e-12), 0.0), 1.0)
-    dx = ax - t * ab[:, 0]
-    dy = ay - t * ab[:, 1]
-    d2 = dx * dx + dy * dy
-    k = int(d2.argmin())
-    return start + k + int(t[k] >= 0.5), math.sqrt(float(d2[k]))
 
 
 class World:
@@ -114,13 +89,16 @@ class World:
         self.ego_control = Control()
         self.route_index = 0
         self.route_lateral = 0.0
-        self._locate = _route_locator()
+        self._locate = route_locator()
         # lane segment under every dense route point (for the ego's junction claims and spawn rules)
         self.route_nodes = np.asarray(
-            [graph.nearest_node(d.xyz[i, :2], float(d.yaw[i]), ROUTE_NODE_RADIUS_M) for i in range(len(d))], np.int64
+            [graph.nearest_node(d.xyz[i, :2], float(d.yaw[i]), ROUTE_NODE_RADIUS_M) for i in range(len(d))],
+            np.int64,
         )
         segs = np.where(self.route_nodes >= 0, graph.seg[np.maximum(self.route_nodes, 0)], -1)
-        self.route_junction_seg = np.where((segs >= 0) & (graph.seg_junction[np.maximum(segs, 0)] >= 0), segs, -1)
+        self.route_junction_seg = np.where(
+            (segs >= 0) & (graph.seg_junction[np.maximum(segs, 0)] >= 0), segs, -1
+        )
         # arc length of the next route point on a junction lane, per dense index (inf: none ahead)
         jpos = np.where(self.route_junction_seg >= 0, d.s, np.inf)
         self.next_junction_s = np.minimum.accumulate(jpos[::-1])[::-1]
@@ -145,9 +123,11 @@ class World:
         return float(self.ego[3])
 
     def set_ego_state(self, x: float, y: float, yaw: float, speed: float = 0.0) -> None:
-        """Teleport the ego (scenario set-up, tests)."""
+        """Teleport the ego (scenario set-up, tests); its route progress jumps to the nearest dense point."""
         self.ego = (float(x), float(y), float(yaw), float(speed), 0.0)
         self.ego_velocity = np.array([speed * math.cos(yaw), speed * math.sin(yaw)])
+        self.route_index = self.route_index_near((x, y))
+        self._update_route_progress()
 
     def route_s(self) -> float:
         """Arc length of the ego's current dense-route index, m."""
@@ -161,11 +141,17 @@ class World:
         d2 = ((self.dense.xyz[:, :2] - np.asarray(xy)) ** 2).sum(axis=1)
         return int(np.argmin(d2))
 
-    def lane_node(self, xy: np.ndarray | tuple[float, float], yaw: float | None = None, radius_m: float = 4.0) -> int:
+    def lane_node(
+        self, xy: np.ndarray | tuple[float, float], yaw: float | None = None, radius_m: float = 4.0
+    ) -> int:
         """Lane-graph node nearest to `xy` (heading-aware when `yaw` is given); -1 if none."""
         return self.graph.nearest_node(np.asarray(xy, np.float64), yaw, radius_m)
 
-    def waypoint(self, xy: tuple[float, float] | np.ndarray, z: float = 0.0) -> carla.Waypoint:
+    def waypoint(self, xy: tuple[float, float] | np.ndarray, z: float | None = None) -> carla.Waypoint:
+        """The map's waypoint at `xy`; give `z` on maps with roads above roads (else the nearest lane's z)."""
+        if z is None:
+            node = self.graph.nearest_node(np.asarray(xy, np.float64)[:2], None, 8.0)
+            z = float(self.graph.z[node]) if node >= 0 else 0.0
         return self.cmap.get_waypoint(carla.Location(x=float(xy[0]), y=float(xy[1]), z=float(z)))
 
     def node_pose(self, node: int) -> Pose:
@@ -255,7 +241,7 @@ class World:
         a = self.scripted.get(actor_id)
         if a is None:
             raise KeyError(f"open_door: actor {actor_id} is not scenario-owned")
-        hl, hw, hz = a.extent
+        hl, hw, _hz = a.extent
         door = blueprint("static.prop.vehicle_door").extent
         side = -1.0 if left else 1.0  # CARLA frame: +y of the vehicle is its right side
         lx, ly = 0.35 * hl, side * (hw + door[0] * 0.7)
@@ -359,7 +345,9 @@ class World:
         f = self._spawn_failed_at
         if f is None:
             return False
-        if (ego[0] - f[0]) ** 2 + (ego[1] - f[1]) ** 2 > SPAWN_RETRY_MOVE_M**2 or self.time_s - f[2] > SPAWN_RETRY_S:
+        if (ego[0] - f[0]) ** 2 + (ego[1] - f[1]) ** 2 > SPAWN_RETRY_MOVE_M**2 or self.time_s - f[
+            2
+        ] > SPAWN_RETRY_S:
             self._spawn_failed_at = None
             return False
         return True
@@ -380,7 +368,7 @@ class World:
         cfg = self.cfg.traffic
         if cfg.density_per_100m > 0:
             lane_m = candidate_nodes.size * self.graph.spacing_m
-            return int(round(cfg.density_per_100m * lane_m / 100.0))
+            return round(cfg.density_per_100m * lane_m / 100.0)
         return int(cfg.count)
 
     def manage_traffic(self, initial: bool) -> None:
@@ -423,10 +411,15 @@ class World:
             others.append(np.asarray([(a.x, a.y) for a in self.scripted.actors]))
         occupied = np.concatenate(others)
         # probe a random sample of the candidates (enough for `need` even when many are crowded)
-        probe = min(cand.size, SPAWN_PROBES_PER_VEHICLE * need + SPAWN_PROBES_MIN)
-        picks = cand[self.rng.permutation(cand.size)[:probe]]
+        probe = cand.size if initial else min(cand.size, SPAWN_PROBES_PER_VEHICLE * need + SPAWN_PROBES_MIN)
+        picks = cand[self.rng.choice(cand.size, probe, replace=False)]
         pts = g.xy[picks]
-        d2 = ((pts[:, None, :] - occupied[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        if probe * occupied.shape[0] <= SPAWN_MATRIX_MAX:
+            d2 = ((pts[:, None, :] - occupied[None, :, :]) ** 2).sum(axis=2).min(axis=1)
+        else:  # many candidates (reset): loop over the few actors instead of one huge matrix
+            d2 = np.full(probe, np.inf)
+            for q in occupied:
+                d2 = np.minimum(d2, (pts[:, 0] - q[0]) ** 2 + (pts[:, 1] - q[1]) ** 2)
         spacing2 = cfg.spawn_min_spacing_m**2
         placed_xy: list[np.ndarray] = []
         for k in np.flatnonzero(d2 >= spacing2).tolist():
@@ -459,7 +452,9 @@ class World:
         need = cfg.count - len(w)
         if need > 0:
             inner = cfg.ego_bubble_m if initial else max(cfg.ego_bubble_m, 0.6 * cfg.spawn_radius_m)
-            w.spawn_near(ego, need if initial else min(need, 2), inner, cfg.spawn_radius_m, self.next_actor_id)
+            w.spawn_near(
+                ego, need if initial else min(need, 2), inner, cfg.spawn_radius_m, self.next_actor_id
+            )
 
     # ------------------------------------------------------------------ tick
     def ego_obstacles(self) -> Obstacles:
@@ -486,12 +481,16 @@ class World:
         )
 
     def ego_junction_claims(self) -> np.ndarray:
-        """Junction segments the ego is in or reaches within EGO_COMMIT_HORIZON_S on its route."""
+        """Junction lanes (segments) the ego holds: those under its box and, while it moves, those it
+        reaches within EGO_COMMIT_HORIZON_S. A stopped ego whose nose only touches a junction holds none
+        (its box still blocks lanes geometrically), so waiting at a line never freezes cross traffic."""
         v = self.ego[3]
-        ahead_m = v * EGO_COMMIT_HORIZON_S if v > EGO_COMMIT_MIN_SPEED_MPS else 0.0
-        back = int(self.ego_extent[0] + 1.0)
+        hl = float(self.ego_extent[0])
+        moving = v > EGO_COMMIT_MIN_SPEED_MPS
+        ahead_m = hl + v * EGO_COMMIT_HORIZON_S if moving else hl - EGO_STOPPED_NOSE_M
+        back = int(hl + 1.0)
         i0 = max(self.route_index - back, 0)
-        s_end = float(self.dense.s[self.route_index]) + ahead_m + self.ego_extent[0]
+        s_end = float(self.dense.s[self.route_index]) + ahead_m
         if self.next_junction_s[i0] > s_end:
             return _NO_SEGMENTS  # no junction lane within reach: the common case
         if self.route_lateral > 3.0 * self.cfg.traffic.route_clearance_lateral_m:
@@ -503,10 +502,10 @@ class World:
     def tick(self, control: Control) -> None:
         """Advance the world by dt: ego, scripted actors, signals, traffic, walkers, route progress."""
         dt = self.dt
-        x0, y0, yaw0, v0, _ = self.ego
+        x0, y0, yaw0, _v0, _ = self.ego
         vel0 = self.ego_velocity
         self.ego = bicycle_step_scalar(self.ego, control, dt, self.cfg.vehicle)
-        x, y, yaw, v, _ = self.ego
+        x, y, yaw, _v, _ = self.ego
         self.ego_velocity = np.array([(x - x0) / dt, (y - y0) / dt])
         self.ego_accel = (self.ego_velocity - vel0) / dt
         self.ego_yaw_rate = float(wrap_angle(yaw - yaw0)) / dt
@@ -530,8 +529,3 @@ class World:
             self.route_index = int(idx)
         self.route_lateral = float(lat)
         self.ego_z = float(self.dense.xyz[self.route_index, 2])
-
-
-def _route_locator() -> Callable[[DenseRoute, np.ndarray, int, float], tuple[int, float]]:
-    """The per-tick route locator: `locate_on_dense` (equal to route_planner.locate_on_route, see tests)."""
-    return locate_on_dense

@@ -3,8 +3,8 @@
 Importing this package registers the built-in scenario types.
 """
 
-from carla_bridge.embedded.scenarios import obstacles as _obstacles  # noqa: F401  (registers)
 from carla_bridge.embedded.scenarios import hard_break as _hard_break  # noqa: F401  (registers)
+from carla_bridge.embedded.scenarios import obstacles as _obstacles  # noqa: F401  (registers)
 from carla_bridge.embedded.scenarios.base import (
     DONE,
     FAILED,

@@ -21,7 +21,14 @@ from carla_bridge.route import ScenarioSpec
 if TYPE_CHECKING:
     from carla_bridge.embedded.world import World
 
-PENDING, RUNNING, DONE, SKIPPED, TIMED_OUT, FAILED = "pending", "running", "done", "skipped", "timed_out", "failed"
+PENDING, RUNNING, DONE, SKIPPED, TIMED_OUT, FAILED = (
+    "pending",
+    "running",
+    "done",
+    "skipped",
+    "timed_out",
+    "failed",
+)
 
 _REGISTRY: dict[str, type[Scenario]] = {}
 

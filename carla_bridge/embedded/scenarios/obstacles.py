@@ -141,7 +141,7 @@ def _offset_pose(world, node: int, ahead_m: float, lateral_m: float, yaw_offset:
     """Pose `ahead_m` along the lane from `node` and `lateral_m` to its right (CARLA frame)."""
     g = world.graph
     path = g.path_nodes(node, max(ahead_m, 0.0) + 1.0)
-    k = min(int(round(max(ahead_m, 0.0) / g.spacing_m)), len(path) - 1)
+    k = min(round(max(ahead_m, 0.0) / g.spacing_m), len(path) - 1)
     n = int(path[k]) if ahead_m >= 0 else node
     back = -ahead_m if ahead_m < 0 else 0.0
     yaw = float(g.yaw[n])
@@ -162,7 +162,9 @@ class ConstructionObstacle(_LaneObstacle):
     def place(self, world, node: int) -> None:
         g = world.graph
         half = float(g.width[node]) / 2.0
-        self.actor_ids.append(world.spawn_static(_offset_pose(world, node, 0.0, 0.0), "static.prop.trafficwarning"))
+        self.actor_ids.append(
+            world.spawn_static(_offset_pose(world, node, 0.0, 0.0), "static.prop.trafficwarning")
+        )
         # taper: cones from the right edge to the left edge over TAPER_LENGTH_M before the sign
         n_taper = int(TAPER_LENGTH_M / CONE_SPACING_M)
         for k in range(1, n_taper + 1):

@@ -47,7 +47,9 @@ class ScenarioRunner:
             if cls is None:
                 if cfg.enabled and spec.type not in _WARNED:
                     _WARNED.add(spec.type)
-                    log.warning("scenario type %s is not implemented in the embedded simulator: skipped", spec.type)
+                    log.warning(
+                        "scenario type %s is not implemented in the embedded simulator: skipped", spec.type
+                    )
                 self.slots.append(_Slot(spec, None, SKIPPED))
                 continue
             plugin = cls()
@@ -69,7 +71,9 @@ class ScenarioRunner:
                 p = slot.plugin
                 tp = slot.spec.trigger_point
                 dist = math.hypot(ego[0] - tp.x, ego[1] - tp.y)
-                trig = p.trigger_distance_m if p.trigger_distance_m > 0 else self.cfg.default_trigger_distance_m
+                trig = (
+                    p.trigger_distance_m if p.trigger_distance_m > 0 else self.cfg.default_trigger_distance_m
+                )
                 if dist <= trig:
                     slot.status = RUNNING
                     slot.started_at = w.time_s

@@ -1,0 +1,195 @@
+"""Training data sets from storage: frame selection and roles, lazy clip loading, pairs, sampling order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_train_synthetic import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    HANDBACK,
+    OBSTACLE_FROM,
+    PRE_START,
+    TINY_POLICY,
+    TRIGGER,
+    K,
+    one_torch_thread,
+    open_store,
+    write_synthetic_run,
+)
+
+from carla_bridge.bev import BevConfig
+from storage import PreferencePairRecord
+from takeover.datasets import (
+    BlockShuffleSampler,
+    DataConfig,
+    DatasetError,
+    FeatureSpec,
+    FrameDataset,
+    FrameRole,
+    PairDataset,
+    collate_frames,
+    frame_roles,
+    select_demo_frames,
+    select_pairs,
+    select_takeover_frames,
+    split_by_episode,
+    subsample,
+    validate_data_config,
+)
+from takeover.policy.config import PolicyConfig
+
+SPEC = FeatureSpec.of(TINY_POLICY)
+DEMO_FRAMES = 32
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("datasets")
+    s = open_store(path)
+    write_synthetic_run(s, "syn", demos=3, rollouts=2, iterations=2, demo_frames=DEMO_FRAMES)
+    yield s
+    s.close()
+
+
+def test_frame_roles_by_driver_and_trigger_time():
+    # Given ticks at 0.5 s spacing, a trigger at 3.0 s and the expert driving from 3.0 s
+    time_s = np.arange(0, 5.0, 0.5)
+    driver = (time_s >= 3.0).astype(int)
+    # When roles are assigned with a 1 s pre-takeover window
+    roles = frame_roles(driver, np.zeros(len(time_s), bool), time_s, np.array([3.0]), pre_window_s=1.0)
+    # Then 2.0 and 2.5 s are pre-takeover, from 3.0 s the expert's, earlier ticks plain policy frames
+    assert roles.tolist() == [FrameRole.POLICY] * 4 + [FrameRole.PRE_TAKEOVER] * 2 + [FrameRole.TAKEOVER] * 4
+
+
+def test_demo_frames_are_every_tick_of_the_expert_episodes(store):
+    index = select_demo_frames(store, "syn", DataConfig(), SPEC)
+    assert len(index) == 3 * DEMO_FRAMES
+    assert set(index.role.tolist()) == {FrameRole.DEMO} and np.all(index.weight == 1.0)
+    assert len(np.unique(index.episode_id)) == 3
+
+
+def test_takeover_frames_roles_weights_and_iterations(store):
+    config = DataConfig(takeover_weight=2.0, pre_takeover_weight=0.5)
+    # Given two rollouts per iteration; when the frames of iteration 0 are selected
+    index = select_takeover_frames(store, "syn", 0, config, SPEC)
+    # Then each rollout gives its expert-driven ticks (trigger..hand-back) and its pre-takeover window
+    per_episode_takeover = HANDBACK - TRIGGER
+    per_episode_pre = TRIGGER - PRE_START
+    assert index.count(FrameRole.TAKEOVER) == 2 * per_episode_takeover
+    assert index.count(FrameRole.PRE_TAKEOVER) == 2 * per_episode_pre
+    assert index.count(FrameRole.POLICY) == 0  # after hand-back: left out with policy_weight 0
+    assert np.all(index.weight[index.role == FrameRole.TAKEOVER] == 2.0)
+    assert np.all(index.weight[index.role == FrameRole.PRE_TAKEOVER] == 0.5)
+    # And iterations <= 1 doubles the takeover frames; policy_weight > 0 adds the ticks after hand-back
+    assert (
+        select_takeover_frames(store, "syn", 1, config, SPEC).count(FrameRole.TAKEOVER)
+        == 4 * per_episode_takeover
+    )
+    with_policy = select_takeover_frames(store, "syn", 0, DataConfig(policy_weight=1.0), SPEC)
+    assert with_policy.count(FrameRole.POLICY) == 2 * 4
+
+
+def test_frame_dataset_returns_features_and_expert_labels_lazily(store):
+    index = select_takeover_frames(store, "syn", 0, DataConfig(), SPEC)
+    dataset = FrameDataset(store, index, cache_clips=2)
+    # When every sample of the first clip is read, then one of another clip
+    first_clip = int(index.clip_id[0])
+    rows = np.flatnonzero(index.clip_id == first_clip)
+    samples = [dataset[int(i)] for i in rows]
+    assert dataset.cache.loads == 1  # one decode for the whole clip
+    # Then the labels are the clip's expert arrays and the features the policy's shapes
+    arrays = store.load_clip(first_clip)
+    s = samples[0]
+    row = int(index.row[rows[0]])
+    assert torch.equal(s.waypoints, torch.from_numpy(arrays["expert_waypoints_ego"][row]))
+    assert s.features.bev.shape == (2, 16, 16) and float(s.features.bev.max()) <= 1.0
+    assert s.features.command.sum() == 1.0 and s.speed == pytest.approx(float(arrays["feat_speed"][row]))
+    batch = collate_frames(samples[:4])
+    assert batch.waypoints.shape == (4, K, 2) and batch.features.bev.shape == (4, 2, 16, 16)
+
+
+def test_clips_for_another_network_are_refused_with_the_fix(store):
+    other = PolicyConfig(
+        bev=BevConfig(size_px=32, ego_forward_offset_m=2.0, channels=["drivable", "vehicles"])
+    )
+    with pytest.raises(
+        DatasetError, match=r"feat_bev has per-frame shape \(2, 16, 16\), the policy needs \(2, 32, 32\)"
+    ):
+        select_demo_frames(store, "syn", DataConfig(), FeatureSpec.of(other))
+
+
+def test_unknown_run_selects_nothing(store):
+    assert len(select_demo_frames(store, "nope", DataConfig(), SPEC)) == 0
+    assert len(select_takeover_frames(store, "nope", 3, DataConfig(), SPEC)) == 0
+
+
+def test_split_by_episode_keeps_episodes_whole(store):
+    index = select_demo_frames(store, "syn", DataConfig(), SPEC)
+    train, val = split_by_episode(index, 0.3, seed=0)
+    assert len(train) + len(val) == len(index)
+    assert not set(train.episode_id.tolist()) & set(val.episode_id.tolist())
+    assert len(np.unique(val.episode_id)) == 1
+    again, _ = split_by_episode(index, 0.3, seed=0)
+    assert np.array_equal(again.frame, train.frame) and np.array_equal(again.episode_id, train.episode_id)
+
+
+def test_subsample_is_seeded_and_sized(store):
+    index = select_demo_frames(store, "syn", DataConfig(), SPEC)
+    part = subsample(index, 0.2, seed=3)
+    assert len(part) == round(0.2 * len(index))
+    assert np.array_equal(part.frame, subsample(index, 0.2, seed=3).frame)
+    assert len(subsample(index, 1.0, seed=3)) == len(index)
+
+
+def test_block_shuffle_is_a_seeded_permutation_in_clip_blocks():
+    clips = np.repeat(np.arange(6), 5)
+    order = list(BlockShuffleSampler(clips, block_clips=2, generator=torch.Generator().manual_seed(1)))
+    assert sorted(order) == list(range(30))
+    # Each run of 10 samples covers exactly two clips
+    for start in range(0, 30, 10):
+        assert len({int(clips[i]) for i in order[start : start + 10]}) == 2
+    again = list(BlockShuffleSampler(clips, block_clips=2, generator=torch.Generator().manual_seed(1)))
+    assert order == again
+
+
+def test_pair_dataset_reads_plans_from_the_db_and_controls_from_the_clip(store):
+    # Given one stored pair at tick 35 of the first rollout (obstacle visible, policy still driving)
+    clip_id = 4  # clips: 3 demos, then each rollout's pre_takeover and takeover clips
+    info = store.clip_info(clip_id)
+    assert info.kind == "pre_takeover" and info.start_frame == PRE_START
+    arrays = store.load_clip(clip_id)
+    frame = OBSTACLE_FROM + 5
+    row = frame - PRE_START
+    store.add_preference_pairs(
+        [
+            PreferencePairRecord(
+                info.episode_id,
+                frame,
+                frame * 0.05,
+                arrays["expert_waypoints_ego"][row],
+                arrays["policy_waypoints_ego"][row],
+                "expert_vs_policy",
+                None,
+                clip_id,
+            )
+        ]
+    )
+    # When the pairs of iteration 0 are read
+    index = select_pairs(store, "syn", 0, ["expert_vs_policy"], SPEC)
+    dataset = PairDataset(store, index, cache_clips=2)
+    sample = dataset[0]
+    # Then chosen = expert plan and rejected = policy plan, with both controls from the clip
+    assert len(dataset) == 1 and bool(sample.has_control)
+    assert np.allclose(sample.chosen_waypoints.numpy(), arrays["expert_waypoints_ego"][row])
+    assert np.allclose(sample.rejected_waypoints.numpy(), arrays["policy_waypoints_ego"][row])
+    assert sample.chosen_control.tolist() == [0.0, 0.0, 1.0] and sample.rejected_control[0] == 0.5
+    # And the other sources and later iterations' filters see nothing new
+    assert len(select_pairs(store, "syn", 0, ["sampled_safety"], SPEC)) == 0
+    assert len(select_pairs(store, "syn", 1, ["expert_vs_policy"], SPEC, only_iteration=True)) == 0
+
+
+def test_missing_data_config_values_are_rejected():
+    with pytest.raises(DatasetError, match="takeover_weight"):
+        validate_data_config(DataConfig(takeover_weight=-1.0), "dagger.data")
+    with pytest.raises(DatasetError, match="cache_clips"):
+        validate_data_config(DataConfig(cache_clips=0), "bc.data")
