@@ -3,7 +3,6 @@
     python benchmarks/rollout_speed.py [--routes builtin:train] [--route-ids 1008 1012] [--seconds 30]
                                        [--threads 1] [--no-traffic] [--json]
 
-(with the project installed, `pip install -e .`, or `PYTHONPATH=.` from the repository root).
 
 Runs each route in three set-ups with takeover.episode.run_episode, as collection does:
   takeover  an untrained HybridPolicy drives, the PDM-Lite expert plans in shadow, the monitor decides,
@@ -19,24 +18,30 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import torch
-from rich.console import Console
-from rich.table import Table
+# The repository first: benchmarks/storage.py would otherwise shadow the `storage` package.
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from carla_bridge.config import load_config
-from carla_bridge.embedded import EmbeddedSimulator, SimConfig
-from carla_bridge.maps import MapLibrary
-from carla_bridge.route_planner import prepare_routes
-from carla_bridge.route_sets import load_route_set
-from experts.expert import PDMLiteExpert
-from takeover.episode import EpisodeConfig, load_episode_config, run_episode
-from takeover.monitor import TakeoverMonitor, load_monitor_config
-from takeover.policy import HybridPolicy, load_policy_config
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from carla_bridge.config import load_config  # noqa: E402
+from carla_bridge.embedded import EmbeddedSimulator, SimConfig  # noqa: E402
+from carla_bridge.maps import MapLibrary  # noqa: E402
+from carla_bridge.route_planner import prepare_routes  # noqa: E402
+from carla_bridge.route_sets import load_route_set  # noqa: E402
+from experts.expert import PDMLiteExpert  # noqa: E402
+from takeover.episode import EpisodeConfig, load_episode_config, run_episode  # noqa: E402
+from takeover.monitor import TakeoverMonitor, load_monitor_config  # noqa: E402
+from takeover.policy import HybridPolicy, load_policy_config  # noqa: E402
 
 MODES = ("takeover", "expert", "policy")
 MS_PER_S = 1000.0

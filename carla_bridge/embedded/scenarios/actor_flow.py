@@ -1,0 +1,188 @@
+"""`ActorFlow`: a stream of lane vehicles from a source to a sink along one fixed lane path.
+
+scenario_runner's ActorFlow: a new vehicle appears at the source whenever the last one is a gap
+`U(gap_from, gap_to)` (metres, one draw per vehicle from the episode Generator) away from it; each
+drives the path at `speed` (the traffic model's IDM: it follows the vehicle ahead, keeps junction
+right of way and, unless `ignore_signals`, lights) and is removed at the sink. `fill()` seeds the
+whole path at the same gaps, as the leaderboard's `add_initial_actors`.
+
+The traffic model picks successors at random; a flow vehicle is held on the path by writing its
+next segment (`choice`) and the junction lane it will take at the next entry (`entry_of_pick`,
+`entry_pick`) into its traffic row every tick. (Proposed world API that would replace this:
+``spawn_lane_vehicle(..., path_segments=...)``.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from carla_bridge.embedded.catalogue import vehicles_of
+from carla_bridge.embedded.lane_graph import LaneGraph
+from carla_bridge.snapshot import ActorRole
+
+if TYPE_CHECKING:
+    from carla_bridge.embedded.world import World
+
+SOURCE_CLEARANCE_M = 9.0  # no spawn while any vehicle (or the ego) is this close to the source
+RETRY_S = 0.5  # blocked source: look again this much later
+SPEED_SCALE_UNLIMITED = 100.0  # v_scale that takes the speed limit out of min(limit x scale, cap)
+FLOW_CATEGORY = "car"  # scenario_runner flows use base_type car
+
+
+class ActorFlow:
+    """Lane vehicles along `nodes` (source first, sink last); see the module docstring."""
+
+    def __init__(
+        self,
+        world: World,
+        nodes: np.ndarray,
+        gap_range_m: tuple[float, float],
+        speed_mps: float,
+        ignore_signals: bool = True,
+        role: ActorRole = ActorRole.SCENARIO,
+        remove_behind_ego_m: float = math.inf,
+    ) -> None:
+        g = world.graph
+        self.graph: LaneGraph = g
+        self.nodes = np.asarray(nodes, np.int64)
+        if self.nodes.shape[0] < 2:
+            raise ValueError("an actor flow needs a path of at least two nodes")
+        self.gap_range_m = (float(gap_range_m[0]), float(gap_range_m[1]))
+        self.speed_mps = float(speed_mps)
+        self.ignore_signals = ignore_signals
+        self.role = role
+        self.remove_behind_ego_m = remove_behind_ego_m
+        self.ids: list[int] = []
+        self.spawned = 0
+        edge = g.edge_len[self.nodes[:-1]]
+        self.s = np.concatenate([[0.0], np.cumsum(edge)])  # arc length of each path node
+        self._index = {int(n): k for k, n in enumerate(self.nodes.tolist())}
+        segs = g.seg[self.nodes]
+        order = [int(segs[0])] + [int(s) for a, s in zip(segs[:-1], segs[1:], strict=True) if s != a]
+        self.segments = order
+        self._next_seg = {a: b for a, b in zip(order[:-1], order[1:], strict=True)}
+        # for each segment of the path: the next (entry lane, junction lane) pair at or after it
+        self._next_entry: dict[int, tuple[int, int]] = {}
+        upcoming: tuple[int, int] | None = None
+        for a, b in reversed(list(zip(order[:-1], order[1:], strict=True))):
+            if g.is_entry[a] and g.seg_junction[b] >= 0:
+                upcoming = (a, b)
+            if upcoming is not None:
+                self._next_entry[a] = upcoming
+        self._cars = vehicles_of(FLOW_CATEGORY)
+        self._last_id = -1
+        self._next_gap = self._draw_gap(world)
+        self._retry_at = -math.inf
+
+    # ------------------------------------------------------------------ public
+    @property
+    def length_m(self) -> float:
+        return float(self.s[-1])
+
+    def fill(self, world: World) -> None:
+        """Seed the path from sink to source with vehicles at the flow's gaps (the first at the sink end)."""
+        pos = self.length_m - self._draw_gap(world) / 2.0
+        placed: list[float] = []
+        while pos > 0.0:
+            k = int(np.searchsorted(self.s, pos))
+            k = min(k, self.nodes.shape[0] - 2)
+            if self._clear(world, int(self.nodes[k])):
+                self._spawn(world, k)
+                placed.append(pos)
+            pos -= self._draw_gap(world)
+        self._next_gap = self._draw_gap(world)
+
+    def tick(self, world: World) -> None:
+        """Remove vehicles at the sink, hold the rest on the path, spawn at the source when due."""
+        t = world.traffic
+        alive = set(t.id.tolist())
+        self.ids = [a for a in self.ids if a in alive]
+        for aid in list(self.ids):
+            row = t.index_of(aid)
+            node = int(t.node[row])
+            k = self._index.get(node, -1)
+            if k < 0 or k >= self.nodes.shape[0] - 1 or t.remove_requested[row] or self._far_behind(world, row):
+                world.remove_actor(aid)
+                self.ids.remove(aid)
+                continue
+            self._hold_on_path(t, row, node)
+        self._maybe_spawn(world)
+
+    def remove_all(self, world: World) -> None:
+        for aid in self.ids:
+            world.remove_actor(aid)
+        self.ids = []
+
+    def position_of(self, world: World, actor_id: int) -> float | None:
+        """Arc length of a flow vehicle along the path, m (None when gone)."""
+        row = world.traffic.index_of(actor_id)
+        if row < 0:
+            return None
+        k = self._index.get(int(world.traffic.node[row]), -1)
+        return float(self.s[k]) if k >= 0 else None
+
+    # ------------------------------------------------------------------ internals
+    def _draw_gap(self, world: World) -> float:
+        lo, hi = self.gap_range_m
+        return float(world.rng.uniform(lo, hi)) if hi > lo else lo
+
+    def _far_behind(self, world: World, row: int) -> bool:
+        if not math.isfinite(self.remove_behind_ego_m):
+            return False
+        rel = world.traffic.xyz[row, :2] - world.ego_xy
+        yaw = world.ego[2]
+        return rel[0] * math.cos(yaw) + rel[1] * math.sin(yaw) < -self.remove_behind_ego_m
+
+    def _clear(self, world: World, node: int) -> bool:
+        xy = self.graph.xy[node]
+        t = world.traffic
+        r2 = SOURCE_CLEARANCE_M**2
+        if len(t) and (((t.xyz[:, :2] - xy) ** 2).sum(axis=1) < r2).any():
+            return False
+        if ((world.ego_xy - xy) ** 2).sum() < r2:
+            return False
+        return all((a.x - xy[0]) ** 2 + (a.y - xy[1]) ** 2 >= r2 for a in world.scripted.actors)
+
+    def _maybe_spawn(self, world: World) -> None:
+        if world.time_s < self._retry_at:
+            return
+        if self._last_id in self.ids:
+            pos = self.position_of(world, self._last_id)
+            if pos is not None and pos < self._next_gap:
+                return
+        if not self._clear(world, int(self.nodes[0])):
+            self._retry_at = world.time_s + RETRY_S
+            return
+        self._spawn(world, 0)
+        self._next_gap = self._draw_gap(world)
+
+    def _spawn(self, world: World, k: int) -> int:
+        bp = self._cars[int(world.rng.integers(len(self._cars)))]
+        node = int(self.nodes[k])
+        aid = world.spawn_lane_vehicle(
+            node, bp.type_id, self.speed_mps, self.role, speed_cap=self.speed_mps, ignore_signals=self.ignore_signals
+        )
+        t = world.traffic
+        row = t.index_of(aid)
+        t.v_scale[row] = SPEED_SCALE_UNLIMITED
+        self._hold_on_path(t, row, node)
+        self.ids.append(aid)
+        self._last_id = aid
+        self.spawned += 1
+        return aid
+
+    def _hold_on_path(self, t, row: int, node: int) -> None:
+        g = self.graph
+        seg = int(g.seg[node])
+        nxt = self._next_seg.get(seg)
+        if nxt is not None and int(t.choice[row]) != nxt:
+            t.choice[row] = nxt
+            if node == int(g.seg_start[seg] + g.seg_count[seg] - 1):
+                t.nnode[row] = int(g.seg_start[nxt])
+        pick = self._next_entry.get(seg)
+        if pick is not None:
+            t.entry_of_pick[row] = pick[0]
+            t.entry_pick[row] = pick[1]
