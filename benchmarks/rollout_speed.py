@@ -22,29 +22,25 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-# The repository first: benchmarks/storage.py would otherwise shadow the `storage` package.
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
+from rich.console import Console
+from rich.table import Table
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from carla_bridge.config import load_config  # noqa: E402
-from carla_bridge.embedded import EmbeddedSimulator, SimConfig  # noqa: E402
-from carla_bridge.maps import MapLibrary  # noqa: E402
-from carla_bridge.route_planner import prepare_routes  # noqa: E402
-from carla_bridge.route_sets import load_route_set  # noqa: E402
-from experts.expert import PDMLiteExpert  # noqa: E402
-from takeover.episode import EpisodeConfig, load_episode_config, run_episode  # noqa: E402
-from takeover.monitor import TakeoverMonitor, load_monitor_config  # noqa: E402
-from takeover.policy import HybridPolicy, load_policy_config  # noqa: E402
+from carla_bridge.config import load_config
+from carla_bridge.embedded import EmbeddedSimulator, SimConfig
+from carla_bridge.maps import MapLibrary
+from carla_bridge.route_planner import prepare_routes
+from carla_bridge.route_sets import load_route_set
+from experts.expert import PDMLiteExpert
+from takeover.episode import EpisodeConfig, load_episode_config, run_episode
+from takeover.monitor import TakeoverMonitor, load_monitor_config
+from takeover.policy import HybridPolicy, load_policy_config
 
 MODES = ("takeover", "expert", "policy")
 MS_PER_S = 1000.0
+WIDE_CHARS = 200  # table width when printing to a pipe or file
 SEED = 0
 
 
@@ -145,7 +141,7 @@ def main() -> None:
             f"{r['policy_ms_per_tick']:.2f}", f"{r['monitor_ms_per_tick']:.2f}", f"{r['other_ms_per_tick']:.2f}",
             str(r["takeovers"]), str(r["clips"]),
         )  # fmt: skip
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else WIDE_CHARS).print(table)
     for mode in args.modes:
         factors = [r["realtime_factor"] for r in rows if r["mode"] == mode]
         print(f"{mode}: median x realtime {statistics.median(factors):.1f}")

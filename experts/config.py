@@ -52,6 +52,7 @@ class IDMConfig:
     comfort_decel_slow_mps2: float = 4.0  # b below it: stop firmly in town traffic
     decel_switch_speed_mps: float = 6.0
     exponent: float = 4.0  # delta
+    closing_engage_decel_mps2: float = 2.0  # from this required deceleration on, brake to stop exactly at s0
     leading_vehicle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 1.0))
     bicycle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 0.5))
     pedestrian: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 0.5))
@@ -120,7 +121,7 @@ class ObstacleConfig:
     overtake_speed_mps: float = 13.9  # speed cap while in the oncoming lane (50 km/h)
     cluster_gap_m: float = 20.0  # obstacles closer than this along the route form one blocked stretch
     clearance_m: float = 0.5  # lateral clearance between the ego and an obstacle when passing
-    margin_before_m: float = 2.5  # full offset reached with the ego front this far before the obstacle
+    margin_before_m: float = 2.0  # full offset reached with the ego front this far before the obstacle
     margin_after_m: float = 3.0  # and held until the ego rear is this far past the last one
     ramp_time_s: float = 2.5  # lateral ramp length = speed x ramp time, clipped below
     ramp_min_m: float = 10.0
@@ -141,7 +142,8 @@ class ObstacleConfig:
         10.0  # vehicles standing this long (no junction ahead) are obstacles, not traffic
     )
     queue_junction_margin_m: float = 30.0  # ... a junction this close ahead of them means they queue
-    wait_gap_m: float = 10.0  # bumper gap kept behind an obstacle while waiting to pass (room to swerve)
+    wait_gap_m: float = 11.0  # bumper gap kept behind an obstacle (or a standing queue that may be one)
+    min_turn_radius_m: float = 6.0  # a shift must fit two arcs of this radius before the obstacle
     pass_accel_mps2: float = 2.0  # acceleration assumed for the pass time
     invading_lookahead_m: float = 30.0  # oncoming vehicles cutting into the lane this close are dodged
 

@@ -37,7 +37,7 @@ from experts.forecast import (
     speed_profiles,
 )
 from experts.geometry import boxes_overlap
-from experts.idm import comfort_decel_for_speed, idm_acceleration, required_decel
+from experts.idm import closing_acceleration, comfort_decel_for_speed, idm_acceleration, required_decel
 from experts.obstacles import EgoOnRoute, LateralPlan, ObstaclePlanner
 from experts.route_prep import (
     PreparedRoute,
@@ -249,13 +249,15 @@ class PDMLiteExpert:
             p = IDMHazardParams(lat.wait_gap_m, cfg.idm.obstacle.headway_s)
             hz.add(lat.wait_s - ego_r.s_front, 0.0, p, reason, lat.wait_actor)
 
-        a, reason, reason_actor, is_line = self._idm(v, v0, hz, reason0)
+        a, reason, reason_actor = self._idm(v, v0, hz, reason0)
         if lat.yielding_to >= 0 and reason in (Reason.CRUISE, Reason.SPEED_LIMIT, Reason.CURVE):
             reason, reason_actor = Reason.EMERGENCY_VEHICLE, lat.yielding_to
-        if is_line and a < 0.0 and v < cfg.idm.line_snap_speed_mps:
-            k = int(np.argmin(hz.gap)) if hz.gap else -1
-            if k >= 0 and hz.gap[k] < hz.s0[k] + cfg.idm.line_snap_gap_m:
-                a = -cfg.longitudinal.max_decel_mps2
+        if v < cfg.idm.line_snap_speed_mps:
+            # At walking pace just short of a line to stop at: stand, do not creep onto it.
+            for k, line in enumerate(hz.is_line):
+                if line and hz.gap[k] < hz.s0[k] + cfg.idm.line_snap_gap_m:
+                    a, reason, reason_actor = -cfg.longitudinal.max_decel_mps2, hz.reason[k], hz.actor[k]
+                    break
 
         a, forecast, f_reason, f_actor = self._forecast_check(
             snapshot, kin, frame, rows, in_path, ego_r, lat, path_xy, s_win, a, v0
@@ -335,9 +337,24 @@ class PDMLiteExpert:
                 hz.add(gap, v_lead, cfg.idm.bicycle, Reason.BICYCLE, int(frame.id[k]))
             elif obst[k]:
                 hz.add(gap, v_lead, cfg.idm.obstacle, Reason.OBSTACLE, int(frame.id[k]))
+            elif v_lead < cfg.forecast.standing_speed_mps and self._may_block(frame, k):
+                # A standing vehicle away from junctions may turn out to be stuck: keep room to pass it.
+                p = IDMHazardParams(
+                    max(cfg.idm.leading_vehicle.min_gap_m, cfg.obstacles.wait_gap_m),
+                    cfg.idm.leading_vehicle.headway_s,
+                )
+                hz.add(gap, v_lead, p, Reason.LEADING_VEHICLE, int(frame.id[k]))
             else:
                 hz.add(gap, v_lead, cfg.idm.leading_vehicle, Reason.LEADING_VEHICLE, int(frame.id[k]))
         return inside
+
+    def _may_block(self, frame: RouteFrameActors, k: int) -> bool:
+        """No junction on the route within the queue margin ahead of actor k (so it is not queueing)."""
+        margin = self.cfg.obstacles.queue_junction_margin_m
+        for entry, exit_ in self.route.junctions:
+            if entry - margin <= frame.s_far[k] and frame.s_near[k] <= exit_:
+                return False
+        return True
 
     def _stop_line_s(self, kind: str, owner: int, k: int, line) -> float | None:
         key = (kind, owner, k)
@@ -390,7 +407,7 @@ class PDMLiteExpert:
                     continue
                 hz.add(gap, 0.0, self.cfg.idm.stop_sign, Reason.STOP_SIGN, -1, line=True)
 
-    def _idm(self, v: float, v0: float, hz: _Hazards, reason0: Reason) -> tuple[float, Reason, int, bool]:
+    def _idm(self, v: float, v0: float, hz: _Hazards, reason0: Reason) -> tuple[float, Reason, int]:
         """Smallest IDM acceleration over the hazards (free road when none) and what sets it."""
         idm = self.cfg.idm
         b = comfort_decel_for_speed(
@@ -398,22 +415,16 @@ class PDMLiteExpert:
         )
         free = float(idm_acceleration(v, v0, math.inf, 0.0, 0.0, 0.0, idm.max_accel_mps2, b, idm.exponent))
         if not hz.gap:
-            return free, reason0, -1, False
+            return free, reason0, -1
+        gap, v_lead, s0 = np.array(hz.gap), np.array(hz.v_lead), np.array(hz.s0)
         acc = idm_acceleration(
-            v,
-            v0,
-            np.array(hz.gap),
-            np.array(hz.v_lead),
-            np.array(hz.s0),
-            np.array(hz.headway),
-            idm.max_accel_mps2,
-            b,
-            idm.exponent,
+            v, v0, gap, v_lead, s0, np.array(hz.headway), idm.max_accel_mps2, b, idm.exponent
         )
+        acc = np.minimum(acc, closing_acceleration(v, gap, v_lead, s0, idm.closing_engage_decel_mps2))
         k = int(np.argmin(acc))
         if acc[k] < free - self.cfg.hazards.reason_margin_mps2:
-            return float(acc[k]), hz.reason[k], hz.actor[k], hz.is_line[k]
-        return float(acc[k]), reason0, -1, False
+            return float(acc[k]), hz.reason[k], hz.actor[k]
+        return float(acc[k]), reason0, -1
 
     # ------------------------------------------------------------------ forecast check
     def _forecast_check(
@@ -769,8 +780,11 @@ class PDMLiteExpert:
                 else:
                     acc = float(
                         np.min(
-                            idm_acceleration(
-                                vel, v0, gaps, v_lead, s0, hw, idm.max_accel_mps2, b, idm.exponent
+                            np.minimum(
+                                idm_acceleration(
+                                    vel, v0, gaps, v_lead, s0, hw, idm.max_accel_mps2, b, idm.exponent
+                                ),
+                                closing_acceleration(vel, gaps, v_lead, s0, idm.closing_engage_decel_mps2),
                             )
                         )
                     )

@@ -63,3 +63,25 @@ def required_decel(v: float, distance_m: float) -> float:
     if distance_m <= 0.0:
         return float("inf") if v > 0.0 else 0.0
     return v * v / (2.0 * distance_m)
+
+
+def closing_acceleration(
+    v: float,
+    gap_m: np.ndarray | float,
+    v_lead: np.ndarray | float,
+    min_gap_m: np.ndarray | float,
+    engage_decel: float = 0.0,
+) -> np.ndarray:
+    """Constant deceleration that matches the hazard's speed exactly when the gap has shrunk to s0:
+
+        b_req = (v - v_lead)^2 / (2 max(gap - s0, 0.1))   while closing (v > v_lead)
+        a = -b_req once b_req >= engage_decel, else +inf (no constraint).
+
+    The IDM reaches its s0 only asymptotically and, from speed, overshoots it by metres; taking the
+    smaller of both stops at s0. Engaging only from a comfortable deceleration on leaves the early,
+    gentle part of the approach to the IDM.
+    """
+    closing = np.maximum(v - np.asarray(v_lead, dtype=float), 0.0)
+    room = np.maximum(np.asarray(gap_m, dtype=float) - np.asarray(min_gap_m, dtype=float), MIN_GAP_M)
+    b_req = closing**2 / (2.0 * room)
+    return np.where((closing > 0.0) & (b_req >= engage_decel), -b_req, np.inf)

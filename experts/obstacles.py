@@ -264,8 +264,11 @@ class ObstaclePlanner:
         s3 = s2 + ramp
         corridor = ego.half_width + cfg.clearance_m
         any_lane_option = False
+        pending = man is not None and bool(man.ids & cluster.ids)
         for opt in self._options(route, frame, cluster, ego, s0, s3, corridor):
             any_lane_option |= opt.kind != NeighbourLane.NONE
+            if not pending and s1 - ego.s < min_shift_length(abs(opt.offset_m - ego.d), cfg.min_turn_radius_m):
+                continue  # too close to swerve out: never start it (a started one is only re-checked)
             if not self._lane_clear(
                 frame, self.obstacle_mask(route, frame, cruise_mps), ego, opt, s3, cruise_mps
             ):
@@ -461,6 +464,14 @@ class ObstaclePlanner:
         ramp = cfg.ramp_min_m
         s2 = max(float(frame.s_far[onc].max()), ego.s + ramp)
         return Bump(ego.s - ramp, ego.s, s2, s2 + ramp, offset)
+
+
+def min_shift_length(shift_m: float, radius_m: float) -> float:
+    """Shortest forward distance of a sideways shift made of two opposite arcs of radius R:
+    L = 2 sqrt(R D - D^2 / 4) for a shift D <= 2 R (the cosine ramp of that length is about as tight).
+    """
+    d = min(abs(shift_m), 2.0 * radius_m)
+    return 2.0 * math.sqrt(max(radius_m * d - 0.25 * d * d, 0.0))
 
 
 def time_to_cover(distance: float, v0: float, v_max: float, accel: float) -> float:

@@ -8,6 +8,8 @@ Keys needed by every clip (they fill the `frames` table):
   time_s        (T,)      episode time of each tick, s
   ego_speed     (T,)      ego speed along its heading, m/s
   driver        (T,)      who drove the tick: 0 policy, 1 expert
+Optional frame numbering (clips stored with a stride, e.g. demonstrations every 5th tick):
+  frame         (T,)      simulator tick of each clip frame (default: start_frame + 0..T-1)
 Keys the top-down renderer understands (ego_pose is required to render, the rest is drawn when present):
   ego_pose      (T, 4)    ego x, y, z, yaw (rad)
   ego_extent    (T, 3)    ego half extents, m
@@ -46,6 +48,7 @@ CLIP_KEYS: dict[str, ArraySpec] = {
     "time_s": ArraySpec(("T",), "episode time of each tick, s"),
     "ego_speed": ArraySpec(("T",), "ego speed along its heading, m/s"),
     "driver": ArraySpec(("T",), "0 policy, 1 expert"),
+    "frame": ArraySpec(("T",), "simulator tick of each frame (optional)"),
     "ego_pose": ArraySpec(("T", 4), "ego x, y, z, yaw (rad)"),
     "ego_extent": ArraySpec(("T", 3), "ego half extents, m"),
     "actor_pose": ArraySpec(("T", "A", 4), "actors' x, y, z, yaw (rad)"),
@@ -58,6 +61,18 @@ CLIP_KEYS: dict[str, ArraySpec] = {
     "light_xy_state": ArraySpec(("T", "L", 3), "stop-line x, y and light state"),
 }
 FRAME_KEYS: tuple[str, ...] = ("time_s", "ego_speed", "driver")
+
+
+def clip_frame_numbers(arrays: Mapping[str, np.ndarray], start_frame: int, n_frames: int) -> np.ndarray:
+    """Tick number of each clip frame: the `frame` key when present, else consecutive from `start_frame`."""
+    if "frame" in arrays:
+        frames = np.asarray(arrays["frame"]).astype(np.int64)
+        if frames.shape != (n_frames,):
+            raise RecordError(f"clip key 'frame' has shape {frames.shape}, expected ({n_frames},)")
+        return frames
+    return np.arange(n_frames, dtype=np.int64) + int(start_frame)
+
+
 RENDER_KEYS: tuple[str, ...] = ("ego_pose",)
 
 

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -34,7 +34,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from storage.clip_format import FRAME_KEYS
+from storage.clip_format import FRAME_KEYS, clip_frame_numbers
 from storage.clip_store import ClipStore, decode_arrays, encode_arrays, sha256_hex
 from storage.config import StorageConfig
 from storage.engine import db_error, make_engine, writer
@@ -602,7 +602,7 @@ class Store:
                     if record.takeover_index is None
                     else takeover_ids[record.takeover_index],
                     "start_frame": int(record.start_frame),
-                    "end_frame": int(record.start_frame) + clip.n_frames,
+                    "end_frame": _end_frame(record.arrays, int(record.start_frame), clip.n_frames),
                     "n_frames": clip.n_frames,
                     "uri": f"{attempt.clip_dir}/{clip.name}",
                     "sha256": clip.sha256,
@@ -627,7 +627,7 @@ class Store:
     def _frame_rows(clip_id: int, clip: _EncodedClip, trigger_frames: set[int]) -> list[dict[str, Any]]:
         arrays = clip.record.arrays
         time_s, speed, driver = (np.asarray(arrays[key]) for key in FRAME_KEYS)
-        frames = np.arange(clip.n_frames) + int(clip.record.start_frame)
+        frames = clip_frame_numbers(clip.record.arrays, clip.record.start_frame, clip.n_frames)
         pose = arrays.get("ego_pose")
         xs = np.asarray(pose)[:, 0].tolist() if pose is not None else [None] * clip.n_frames
         ys = np.asarray(pose)[:, 1].tolist() if pose is not None else [None] * clip.n_frames
@@ -898,3 +898,10 @@ class Store:
         return StoreStats(
             self.masked_url, self.clip_store.root, self.schema, rows, clip_bytes, unfinished, iterations
         )
+
+
+def _end_frame(arrays: Mapping[str, Any], start_frame: int, n_frames: int) -> int:
+    """Exclusive end tick of a clip: one past its last frame's tick (clips may be strided)."""
+    if n_frames == 0:
+        return start_frame
+    return int(clip_frame_numbers(arrays, start_frame, n_frames)[-1]) + 1

@@ -132,12 +132,13 @@ def dagger_round(
                 for name, loader in probe_loaders.items()
             }
 
-        before = probe_losses("before")
         logger = MetricLogger(rspec.tb_dir if loop.tensorboard else None)
         try:
+            before = probe_losses("before")
+            logger.log({f"eval_{k}": v for k, v in before.items()}, 0)
             outcome = fit_imitation(model, train_loader, None, loop, config.loss, precision, logger)
             after = probe_losses("after")
-            logger.log({f"eval_{k}": v for k, v in {**before, **after}.items()}, outcome.steps)
+            logger.log({f"eval_{k}": v for k, v in after.items()}, outcome.steps)
         finally:
             logger.close()
         metrics = {

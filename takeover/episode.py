@@ -38,10 +38,10 @@ from carla_bridge.snapshot import Control
 from storage.records import ClipRecord, EpisodeRecord, TakeoverRecord
 from storage.records import RouteRecord as StoredRoute
 from takeover.clips import ClipLayout, ClipPhase, FeatureSource, TickRecord, build_clip_arrays
-from takeover.monitor import Driver, MonitorDecision, TakeoverMonitor
+from takeover.monitor import TIME_EPS_S, Driver, MonitorDecision, TakeoverMonitor
 
 if TYPE_CHECKING:
-    from carla_bridge.route import Route
+    from carla_bridge.route import DenseRoute, Route
     from carla_bridge.simulator import Simulator
     from carla_bridge.snapshot import WorldSnapshot
     from experts.expert import ExpertPlan, PDMLiteExpert
@@ -218,7 +218,7 @@ class _EpisodeRun:
         features: FeatureSource | None,
     ) -> None:
         assert route.dense is not None
-        self.route = route
+        self.dense: DenseRoute = route.dense
         self.mode = mode
         self.config = config
         self.layout = layout
@@ -280,7 +280,7 @@ class _EpisodeRun:
         )
 
     def _clip(self, kind: str, frames: list[TickRecord], phases: np.ndarray, takeover: int | None) -> None:
-        arrays = build_clip_arrays(frames, phases, self.route.dense, self.layout, self.features)  # type: ignore[arg-type]
+        arrays = build_clip_arrays(frames, phases, self.dense, self.layout, self.features)
         self.clips.append(ClipRecord(kind, frames[0].tick, arrays, takeover))
 
     def _flush_chunk(self, tk: _Takeover) -> None:
@@ -425,7 +425,9 @@ def run_episode(
     last_xy = snap.ego.pose.xy
     while True:
         scoring.update(snap)
-        if scoring.criteria.done or (config.max_time_s > 0 and snap.time_s - t0 >= config.max_time_s - 1e-9):
+        if scoring.criteria.done or (
+            config.max_time_s > 0 and snap.time_s - t0 >= config.max_time_s - TIME_EPS_S
+        ):
             break
         if on_tick is not None:
             on_tick(tick, snap)

@@ -55,6 +55,8 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "monitor"
 MIN_HEADING_STEP_M = 0.05  # plan steps shorter than this keep the previous heading (standing still)
+TIME_EPS_S = 1e-9  # tolerance of comparisons between sums of 0.05 s ticks and configured durations
+MIN_PIECE_LENGTH2_M2 = 1e-12  # squared length below which a polyline piece counts as a point
 ROUTE_WINDOW_BEHIND_M = 10.0  # route stretch searched for the expert plan's distance: behind the ego ...
 ROUTE_WINDOW_AHEAD_M = 80.0  # ... and ahead of it
 STOPPING_LIGHTS = (TrafficLightState.RED, TrafficLightState.YELLOW)
@@ -339,7 +341,7 @@ def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray
     a = polyline[:-1][None]
     ab = (polyline[1:] - polyline[:-1])[None]
     ap = points[:, None, :] - a
-    l2 = np.maximum((ab * ab).sum(-1), 1e-12)
+    l2 = np.maximum((ab * ab).sum(-1), MIN_PIECE_LENGTH2_M2)
     t = np.clip((ap * ab).sum(-1) / l2, 0.0, 1.0)
     d = ap - t[..., None] * ab
     return np.sqrt((d * d).sum(-1)).min(axis=1)
@@ -422,8 +424,8 @@ class TakeoverMonitor:
             assert self._expert_since is not None
             if (
                 self._agree_since is not None
-                and now - self._expert_since >= cfg.min_expert_s - 1e-9
-                and now - self._agree_since >= cfg.agree_s - 1e-9
+                and now - self._expert_since >= cfg.min_expert_s - TIME_EPS_S
+                and now - self._agree_since >= cfg.agree_s - TIME_EPS_S
             ):
                 handed_back = True
                 self.driver, self.reason = Driver.POLICY, None
@@ -453,7 +455,7 @@ class TakeoverMonitor:
             held = now - since
             if reason is TakeoverReason.STUCK:
                 severity["stuck_s"] = held
-            if held >= needed.get(reason, 0.0) - 1e-9:
+            if held >= needed.get(reason, 0.0) - TIME_EPS_S:
                 active.append(reason)
         return tuple(active)
 
@@ -467,7 +469,7 @@ class TakeoverMonitor:
         # Both plans on the policy's time grid (the expert's resampled; horizon = the shorter one).
         p_times = np.asarray(policy.times_s, dtype=float)
         e_times = expert.dt_s * np.arange(1, len(expert.waypoints) + 1)
-        common = p_times[p_times <= (e_times[-1] if len(e_times) else 0.0) + 1e-9]
+        common = p_times[p_times <= (e_times[-1] if len(e_times) else 0.0) + TIME_EPS_S]
         p_common = plan_positions(p_times, policy.xy_world, ego_xy, common)
         e_common = plan_positions(e_times, expert.waypoints, ego_xy, common)
         ade, fde = plan_displacement(p_common, e_common)
@@ -548,7 +550,7 @@ class TakeoverMonitor:
         if not len(rows):
             return math.inf
         horizon = max(float(np.max(policy.times_s)) if len(policy.times_s) else 0.0, cfg.collision_ttc_s)
-        steps = math.floor(horizon / cfg.collision_dt_s + 1e-9) + 1
+        steps = math.floor(horizon / cfg.collision_dt_s + TIME_EPS_S) + 1
         times = cfg.collision_dt_s * np.arange(steps)
         ego_path = plan_positions(policy.times_s, policy.xy_world, ego_xy, times)
         ego_yaw = path_headings(ego_path, pose.yaw)
@@ -609,6 +611,7 @@ def _first_run_line(
 
 
 __all__ = [
+    "TIME_EPS_S",
     "Driver",
     "MonitorConfig",
     "MonitorDecision",

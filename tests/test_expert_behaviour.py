@@ -173,14 +173,28 @@ def test_run_step_is_the_plans_control(town01):
 def test_stops_behind_a_standing_vehicle_without_touching_it(town01):
     route = lane_route(town01, *TOWN01_LANE, 200)
     expert = _expert(route, town01)
+    expert.cfg.obstacles.standing_time_s = 60.0  # it is traffic here, never a stuck vehicle to pass
     lx, ly, lyaw = point_on_route(route, 70.0)
     lead = Mover(ActorSpec(1, ActorKind.VEHICLE, lx, ly, lyaw))
     trace = drive(expert, route, 10.0, 6.0, 20.0, [lead])
     assert not trace.collided_with
     assert trace.speeds[-1] < 0.05
+    # away from junctions it keeps the room it would need to pass the vehicle, should it not move on
     gap = _gap_ahead(route, trace.ego[-1], 70.0, 2.3)
-    assert 1.0 < gap < 6.0
+    assert expert.cfg.obstacles.wait_gap_m - 1.0 < gap < expert.cfg.obstacles.wait_gap_m + 1.0
     assert Reason.LEADING_VEHICLE in trace.reasons()
+
+
+def test_passes_a_vehicle_that_stands_still_for_long_when_the_way_is_clear(town01):
+    route = lane_route(town01, *TOWN01_LANE, 200)
+    expert = _expert(route, town01)
+    lx, ly, lyaw = point_on_route(route, 50.0)
+    stuck = Mover(ActorSpec(1, ActorKind.VEHICLE, lx, ly, lyaw))
+    trace = drive(expert, route, 10.0, 6.0, 28.0, [stuck])
+    assert not trace.collided_with
+    assert _gap_ahead(route, trace.ego[-1], 50.0, 2.3) < -10.0  # got past it
+    waited = [p for p in trace.plans if p.reason == Reason.LEADING_VEHICLE]
+    assert len(waited) * DT > expert.cfg.obstacles.standing_time_s - 8.0  # after waiting behind it first
 
 
 def test_follows_a_slower_vehicle_at_its_speed(town01):
@@ -360,3 +374,15 @@ def test_forecast_brakes_for_a_vehicle_crossing_the_path(town01):
     assert hits and hits[0].hazard.actor_id == 70
     assert 0.0 < hits[0].hazard.time_to_collision_s <= expert.cfg.forecast.junction_horizon_s
     assert hits[0].hazard.brake_decel_mps2 > 0.0
+
+
+def test_traffic_on_another_level_is_ignored(town04):
+    # Town04 road 39 is a bridge: a car standing across the route 10 m below must not stop the ego
+    route = lane_route(town04, *TOWN04_LANE, 130, speed_limit_mps=60 / 3.6)
+    expert = _expert(route, town04)
+    x, y, yaw = point_on_route(route, 45.0)
+    z = float(route.dense.xyz[45, 2]) - 10.0
+    below = Mover(ActorSpec(80, ActorKind.VEHICLE, x, y, yaw + math.pi / 2, 0.0, z=z))
+    trace = drive(expert, route, 10.0, 8.0, 6.0, [below])
+    assert trace.speeds.min() > 7.0
+    assert not trace.reasons() & {Reason.LEADING_VEHICLE, Reason.FORECAST_COLLISION, Reason.OBSTACLE}

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from experts.idm import idm_acceleration, required_decel, stopping_distance, target_speed_from_accel
+from experts.idm import (
+    closing_acceleration,
+    idm_acceleration,
+    required_decel,
+    stopping_distance,
+    target_speed_from_accel,
+)
 
 A, B = 2.0, 3.0
 
@@ -72,3 +78,21 @@ def test_target_speed_and_stopping_helpers():
     assert required_decel(10.0, 10.0) == pytest.approx(5.0)
     assert required_decel(1.0, 0.0) == math.inf
     assert required_decel(0.0, -1.0) == 0.0
+
+
+def test_closing_acceleration_stops_exactly_at_s0():
+    # given 10 m/s toward a standing hazard with 27 m of room beyond s0 = 2 m
+    a = float(closing_acceleration(10.0, 29.0, 0.0, 2.0))
+    assert a == pytest.approx(-100.0 / 54.0)
+    # integrating that constant deceleration ends at the s0 gap
+    v, gap, dt = 10.0, 29.0, 0.001
+    while v > 0.0:
+        v += a * dt
+        gap -= max(v, 0.0) * dt
+    assert gap == pytest.approx(2.0, abs=0.05)
+
+
+def test_closing_acceleration_is_idle_when_opening_or_gentle():
+    assert np.isinf(closing_acceleration(5.0, 10.0, 8.0, 2.0))  # leader faster: no constraint
+    assert np.isinf(closing_acceleration(5.0, 100.0, 0.0, 2.0, engage_decel=2.0))  # needs only 0.13 m/s2
+    assert float(closing_acceleration(5.0, 4.0, 0.0, 2.0, engage_decel=2.0)) < -2.0

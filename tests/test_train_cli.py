@@ -107,7 +107,12 @@ def test_a_missing_database_is_one_clear_error(tmp_path: Path, capsys: pytest.Ca
 
 def test_a_missing_parent_checkpoint_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     open_store(tmp_path).close()
-    db = ["--db-url", f"sqlite:///{tmp_path / 'takeover.db'}", "--clip-root", str(tmp_path / "clips")]
+    db = [
+        "--db",
+        f"sqlite:///{tmp_path / 'takeover.db'}",
+        "--clips",
+        str(tmp_path / "clips"),
+    ]  # collect's spelling
     assert (
         main(["train", "dpo", "--run", "x", "--iteration", "0", "--parent", str(tmp_path / "v0.pt"), *db])
         == 2

@@ -86,6 +86,12 @@ def _print_summary(summary: CollectSummary, console: Console) -> None:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CollectError(f"--threads {args.threads}: give at least 1 thread")
+        import torch
+
+        torch.set_num_threads(args.threads)
     mode = EpisodeMode.EXPERT if args.collect_command == "demos" else EpisodeMode.TAKEOVER
     storage = load_config(StorageConfig, STORAGE_CONFIG)
     maps = MapLibrary.from_config(extra_dirs=args.maps or ())
@@ -139,6 +145,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--maps", nargs="+", metavar="DIR", help="folders searched first for <Town>.xodr")
     common.add_argument("--set", nargs="+", action="extend", metavar="SECTION.KEY=VALUE",
                         help=f"config override; sections: {', '.join(OVERRIDE_SECTIONS)}")  # fmt: skip
+    common.add_argument(
+        "--threads", type=int, help="torch intra-op threads for the policy (default: torch's)"
+    )
     common.add_argument("--json", action="store_true", help="print the summary as JSON")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
 

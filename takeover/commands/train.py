@@ -135,8 +135,19 @@ def cmd_dpo(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run", required=True, help="experiment name (episodes, rounds and runs/<run>/)")
-    common.add_argument("--db-url", help="SQLAlchemy URL (default: $TAKEOVER_DB_URL, then conf/storage.yaml)")
-    common.add_argument("--clip-root", help="clip store folder or fsspec URL (default: $TAKEOVER_CLIP_ROOT)")
+    # --db / --clips as `takeover collect` spells them, --db-url / --clip-root as `takeover db` does.
+    common.add_argument(
+        "--db-url",
+        "--db",
+        dest="db_url",
+        help="SQLAlchemy URL (default: $TAKEOVER_DB_URL, then conf/storage.yaml)",
+    )
+    common.add_argument(
+        "--clip-root",
+        "--clips",
+        dest="clip_root",
+        help="clip store folder or fsspec URL ($TAKEOVER_CLIP_ROOT)",
+    )
     common.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override conf/train.yaml, e.g. dpo.beta=0.2"
     )

@@ -4,7 +4,8 @@ scenario_runner's ActorFlow: a new vehicle appears at the source whenever the la
 `U(gap_from, gap_to)` (metres, one draw per vehicle from the episode Generator) away from it; each
 drives the path at `speed` (the traffic model's IDM: it follows the vehicle ahead, keeps junction
 right of way and, unless `ignore_signals`, lights) and is removed at the sink. `fill()` seeds the
-whole path at the same gaps, as the leaderboard's `add_initial_actors`.
+whole path at the same gaps, as the leaderboard's `add_initial_actors`. `max_vehicles` caps the
+number of vehicles a flow ever spawns (a platoon instead of an endless stream).
 
 The traffic model picks successors at random; a flow vehicle is held on the path by writing its
 next segment (`choice`) and the junction lane it will take at the next entry (`entry_of_pick`,
@@ -14,6 +15,7 @@ next segment (`choice`) and the junction lane it will take at the next entry (`e
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from carla_bridge.embedded.catalogue import vehicles_of
 from carla_bridge.embedded.lane_graph import LaneGraph
+from carla_bridge.embedded.scenarios.placement import node_behind, opposite_lane_node
 from carla_bridge.snapshot import ActorRole
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ SOURCE_CLEARANCE_M = 9.0  # no spawn while any vehicle (or the ego) is this clos
 RETRY_S = 0.5  # blocked source: look again this much later
 SPEED_SCALE_UNLIMITED = 100.0  # v_scale that takes the speed limit out of min(limit x scale, cap)
 FLOW_CATEGORY = "car"  # scenario_runner flows use base_type car
+ONCOMING_SPEED_FRACTION_OF_LIMIT = 0.7  # oncoming flows drive like background traffic
+ONCOMING_REMOVE_BEHIND_EGO_M = 30.0
 
 
 class ActorFlow:
@@ -44,6 +49,7 @@ class ActorFlow:
         ignore_signals: bool = True,
         role: ActorRole = ActorRole.SCENARIO,
         remove_behind_ego_m: float = math.inf,
+        max_vehicles: int | None = None,
     ) -> None:
         g = world.graph
         self.graph: LaneGraph = g
@@ -55,19 +61,20 @@ class ActorFlow:
         self.ignore_signals = ignore_signals
         self.role = role
         self.remove_behind_ego_m = remove_behind_ego_m
+        self.max_vehicles = max_vehicles  # total spawns over the flow's life (None: unlimited)
         self.ids: list[int] = []
         self.spawned = 0
         edge = g.edge_len[self.nodes[:-1]]
         self.s = np.concatenate([[0.0], np.cumsum(edge)])  # arc length of each path node
         self._index = {int(n): k for k, n in enumerate(self.nodes.tolist())}
         segs = g.seg[self.nodes]
-        order = [int(segs[0])] + [int(s) for a, s in zip(segs[:-1], segs[1:], strict=True) if s != a]
+        order = [int(segs[0])] + [int(s) for a, s in itertools.pairwise(segs) if s != a]
         self.segments = order
-        self._next_seg = {a: b for a, b in zip(order[:-1], order[1:], strict=True)}
+        self._next_seg = {a: b for a, b in itertools.pairwise(order)}
         # for each segment of the path: the next (entry lane, junction lane) pair at or after it
         self._next_entry: dict[int, tuple[int, int]] = {}
         upcoming: tuple[int, int] | None = None
-        for a, b in reversed(list(zip(order[:-1], order[1:], strict=True))):
+        for a, b in reversed(list(itertools.pairwise(order))):
             if g.is_entry[a] and g.seg_junction[b] >= 0:
                 upcoming = (a, b)
             if upcoming is not None:
@@ -85,13 +92,10 @@ class ActorFlow:
     def fill(self, world: World) -> None:
         """Seed the path from sink to source with vehicles at the flow's gaps (the first at the sink end)."""
         pos = self.length_m - self._draw_gap(world) / 2.0
-        placed: list[float] = []
-        while pos > 0.0:
-            k = int(np.searchsorted(self.s, pos))
-            k = min(k, self.nodes.shape[0] - 2)
+        while pos > 0.0 and (self.max_vehicles is None or self.spawned < self.max_vehicles):
+            k = min(int(np.searchsorted(self.s, pos)), self.nodes.shape[0] - 2)
             if self._clear(world, int(self.nodes[k])):
                 self._spawn(world, k)
-                placed.append(pos)
             pos -= self._draw_gap(world)
         self._next_gap = self._draw_gap(world)
 
@@ -104,7 +108,12 @@ class ActorFlow:
             row = t.index_of(aid)
             node = int(t.node[row])
             k = self._index.get(node, -1)
-            if k < 0 or k >= self.nodes.shape[0] - 1 or t.remove_requested[row] or self._far_behind(world, row):
+            if (
+                k < 0
+                or k >= self.nodes.shape[0] - 1
+                or t.remove_requested[row]
+                or self._far_behind(world, row)
+            ):
                 world.remove_actor(aid)
                 self.ids.remove(aid)
                 continue
@@ -147,7 +156,9 @@ class ActorFlow:
         return all((a.x - xy[0]) ** 2 + (a.y - xy[1]) ** 2 >= r2 for a in world.scripted.actors)
 
     def _maybe_spawn(self, world: World) -> None:
-        if world.time_s < self._retry_at:
+        if world.time_s < self._retry_at or (
+            self.max_vehicles is not None and self.spawned >= self.max_vehicles
+        ):
             return
         if self._last_id in self.ids:
             pos = self.position_of(world, self._last_id)
@@ -163,7 +174,12 @@ class ActorFlow:
         bp = self._cars[int(world.rng.integers(len(self._cars)))]
         node = int(self.nodes[k])
         aid = world.spawn_lane_vehicle(
-            node, bp.type_id, self.speed_mps, self.role, speed_cap=self.speed_mps, ignore_signals=self.ignore_signals
+            node,
+            bp.type_id,
+            self.speed_mps,
+            self.role,
+            speed_cap=self.speed_mps,
+            ignore_signals=self.ignore_signals,
         )
         t = world.traffic
         row = t.index_of(aid)
@@ -186,3 +202,28 @@ class ActorFlow:
         if pick is not None:
             t.entry_of_pick[row] = pick[0]
             t.entry_pick[row] = pick[1]
+
+
+def oncoming_flow(
+    world: World, node: int, ahead_m: float, length_m: float, gap_range_m: tuple[float, float]
+) -> ActorFlow | None:
+    """A flow on the nearest lane of the other direction left of `node`, starting `ahead_m` beyond it
+    (in the ego's direction of travel) and driving `length_m` towards and past the ego; None without
+    such a lane. Its vehicles vanish ONCOMING_REMOVE_BEHIND_EGO_M behind the ego."""
+    opp = opposite_lane_node(world, node)
+    if opp < 0:
+        return None
+    g = world.graph
+    src = node_behind(g, opp, ahead_m)
+    path = g.path_nodes(src, length_m)
+    if path.shape[0] < 2:
+        return None
+    speed = float(g.speed_limit[src]) * ONCOMING_SPEED_FRACTION_OF_LIMIT
+    return ActorFlow(
+        world,
+        path,
+        gap_range_m,
+        speed,
+        ignore_signals=False,
+        remove_behind_ego_m=ONCOMING_REMOVE_BEHIND_EGO_M,
+    )

@@ -101,7 +101,9 @@ class JunctionCrossing:
         return next(a for a in self.approaches if a.entry_seg == self.ego_entry_seg)
 
 
-def junction_after(world: World, from_index: int, max_distance_m: float = JUNCTION_SEARCH_M) -> JunctionCrossing:
+def junction_after(
+    world: World, from_index: int, max_distance_m: float = JUNCTION_SEARCH_M
+) -> JunctionCrossing:
     """The first junction the route enters after dense index `from_index` (within `max_distance_m`)."""
     g = world.graph
     d = world.dense

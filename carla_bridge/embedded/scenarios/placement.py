@@ -195,7 +195,9 @@ def node_behind(graph: LaneGraph, node: int, distance_m: float, stop_at_junction
     return n
 
 
-def seg_path(graph: LaneGraph, start_seg: int, goal_seg: int, max_segments: int = MAX_PATH_SEGMENTS) -> list[int]:
+def seg_path(
+    graph: LaneGraph, start_seg: int, goal_seg: int, max_segments: int = MAX_PATH_SEGMENTS
+) -> list[int]:
     """Segments from `start_seg` to `goal_seg` along successors (breadth first: fewest segments)."""
     if start_seg == goal_seg:
         return [int(start_seg)]
@@ -301,7 +303,9 @@ def sidewalk_point(world: World, node: int, side: str) -> tuple[np.ndarray, floa
     return offset_point(np.array([loc.x, loc.y]), yaw, 0.0, out), 2.0 * SIDEWALK_FALLBACK_OUT_M, crossed
 
 
-def lane_pose(world: World, node: int, ahead_m: float = 0.0, right_m: float = 0.0, yaw_offset: float = 0.0) -> Pose:
+def lane_pose(
+    world: World, node: int, ahead_m: float = 0.0, right_m: float = 0.0, yaw_offset: float = 0.0
+) -> Pose:
     """Pose `ahead_m` along the lane from `node` (backwards along its heading when negative) and
     `right_m` to the right of the lane there, heading along the lane plus `yaw_offset`."""
     g = world.graph

@@ -10,8 +10,8 @@ For each backend, through the real `Store.ingest_episode` path (journal, clip fi
      typical user queries over them, plus one full scan of the frames table.
 The PostgreSQL server is a private durable cluster started here (storage.local_postgres), or --pg-url.
 
-    python benchmarks/storage.py                       # 1,000,000 frames, 10,000 takeovers, both backends
-    python benchmarks/storage.py --frames 100000 --takeovers 1000 --backends sqlite --json
+    python benchmarks/storage_queries.py                       # 1,000,000 frames, 10,000 takeovers, both backends
+    python benchmarks/storage_queries.py --frames 100000 --takeovers 1000 --backends sqlite --json
 """
 
 from __future__ import annotations
