@@ -13,10 +13,13 @@ calls, per route: ``TakeoverAgent(host, port, debug)``, ``set_global_plan(gps_ro
 Per tick the agent builds a WorldSnapshot: the ego from the sensors (GNSS, IMU compass and
 gyroscope, speedometer; `ego_source: sensors`) or from the hero actor (`privileged`), everything
 else from the privileged world (CarlaDataProvider: actors, lights, stop signs), and route progress
-on the global plan. It hands the snapshot to `takeover.episode.run_episode` (the same per-tick step
-as the embedded episodes: expert plan, policy act, monitor update, clips) through
-carla_client.episode_bridge, and returns the chosen control as a carla.VehicleControl. It also keeps
-Bench2Drive's per-step metric info (metric_info.json, read by its efficiency / smoothness tools).
+on the global plan. The agent scores the route itself (carla_bridge.scoring.RouteCriteria: the
+evaluator keeps its own verdict to itself) and hands the snapshot, with the tick's infractions, to a
+`takeover.episode.EpisodeStepper` (the same per-tick step as the embedded episodes: expert plan,
+policy act, monitor update, clips) on the evaluator's thread, and returns the chosen control as a
+carla.VehicleControl. The evaluator, not the route's scoring, decides when the route ends: destroy()
+finishes the episode. It also keeps Bench2Drive's per-step metric info (metric_info.json, read by
+its efficiency / smoothness tools).
 
 At destroy() the episode (takeovers and clips) is stored (`record: true`): into the outbox for the
 launcher to ingest after the evaluator's verdict (`episode_outbox`), or straight into the store.
@@ -25,13 +28,14 @@ Nothing is stored when a tick failed or the world no longer answers (a crash): n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import carla
 import numpy as np
@@ -42,7 +46,6 @@ if not __package__:  # the evaluator imports this file by path, as a top-level m
         sys.path.append(_REPO_ROOT)
 
 from carla_bridge.carla_client.config import AgentConfig, load_agent_config
-from carla_bridge.carla_client.episode_bridge import EpisodeBridge
 from carla_bridge.carla_client.episode_outbox import EpisodeBundle, store_episode, write_bundle
 from carla_bridge.carla_client.leaderboard_io import (
     decode_input_data,
@@ -52,10 +55,14 @@ from carla_bridge.carla_client.leaderboard_io import (
 from carla_bridge.carla_client.sensors import leaderboard_sensors
 from carla_bridge.carla_client.snapshot_builder import RouteTracker
 from carla_bridge.carla_client.world_sources import CarlaProviderSource, WorldSource
-from carla_bridge.errors import SimulatorError, TakeoverError
+from carla_bridge.errors import TakeoverError
 from carla_bridge.geo import geo_reference
 from carla_bridge.route import Route
-from carla_bridge.snapshot import Control
+from carla_bridge.scoring.criteria import RouteCriteria
+from carla_bridge.snapshot import Control, WorldSnapshot
+
+if TYPE_CHECKING:
+    from takeover.episode import EpisodeStepper
 
 try:  # inside Bench2Drive's evaluator
     from leaderboard.autoagents.autonomous_agent import AutonomousAgent, Track
@@ -131,7 +138,8 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
         self._route: Route | None = None
         self._tracker: RouteTracker | None = None
         self._geo: tuple[float, float] = (0.0, 0.0)
-        self._bridge: EpisodeBridge | None = None
+        self._criteria: RouteCriteria | None = None
+        self._stepper: EpisodeStepper | None = None
         self._checkpoint_path: str | None = None
         self._control = Control()
         self._frame = 0
@@ -140,7 +148,7 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
         self._metric_info: dict[str, dict[str, list[float]]] = {}
         self._scenario_types: tuple[str, ...] = ()
         self.stored: Any = None  # the episode id (store) or bundle path (outbox) after destroy()
-        self.result: Any = None  # run_episode's EpisodeResult after destroy()
+        self.result: Any = None  # the episode's EpisodeResult after destroy()
 
     # ------------------------------------------------------------------ leaderboard interface
     def setup(self, path_to_conf_file: str | None) -> None:
@@ -171,7 +179,8 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
             self._finish()
         finally:
             self._write_metric_info()
-            self._bridge = None
+            self._stepper = None
+            self._criteria = None
 
     # ------------------------------------------------------------------ internals
     @property
@@ -201,8 +210,10 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
         self._route = route
         assert route.dense is not None
         self._tracker = RouteTracker(route.dense, _snapshot_config().route_window_points)
+        stepper = self._episode_stepper(route, cmap)  # a bad agent config fails before the world starts
+        criteria = RouteCriteria(route, cmap)
         source.start(route)
-        self._bridge = EpisodeBridge(cmap, route, self._episode_runner(route), cfg.tick_timeout_s)
+        self._stepper, self._criteria = stepper, criteria
 
     def _known_route(self, town: str) -> Route | None:
         """The route of the evaluator's --routes file this plan follows (for its id and scenarios)."""
@@ -221,12 +232,12 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
         first = self._world_plan[0][0].location
         return identify_route([r for r in routes if r.town.endswith(town)], np.array([first.x, first.y]))
 
-    def _episode_runner(self, route: Route):
-        """run_episode(bridge_sim, ...) with the configured policy, expert and monitor."""
+    def _episode_stepper(self, route: Route, cmap: carla.Map) -> EpisodeStepper:
+        """The route's EpisodeStepper with the configured policy, expert and monitor."""
         from carla_bridge.config import load_config
         from experts.config import ExpertConfig
         from experts.expert import PDMLiteExpert
-        from takeover.episode import EpisodeTags, load_episode_config, run_episode
+        from takeover.episode import EpisodeStepper, EpisodeTags, load_episode_config
         from takeover.monitor import TakeoverMonitor, load_monitor_config
 
         cfg = self._cfg
@@ -243,21 +254,17 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
             phase=cfg.phase or None,
             repetition=cfg.repetition,
         )
-
-        def run(sim):
-            return run_episode(
-                sim,
-                route,
-                cfg.seed,
-                policy,
-                expert,
-                monitor,
-                episode_config,
-                tags=tags,
-                feature_config=feature_config,
-            )
-
-        return run
+        return EpisodeStepper(
+            route,
+            cfg.seed,
+            policy,
+            expert,
+            monitor,
+            episode_config,
+            tags=tags,
+            feature_config=feature_config,
+            cmap=cmap,
+        )
 
     def _load_policy(self):
         cfg = self._cfg
@@ -278,9 +285,9 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
 
     def _run_step(self, input_data: Mapping[str, Any], timestamp: float) -> Control:
         cfg = self._cfg
-        if self._bridge is None:
+        if self._stepper is None:
             self._start()
-        assert self._bridge is not None and self._tracker is not None and self.world_source is not None
+        assert self._tracker is not None and self.world_source is not None
         inputs = decode_input_data(input_data, [c.id for c in cfg.cameras])
         if self._t0 is None:
             self._t0 = timestamp
@@ -310,19 +317,38 @@ class TakeoverAgent(AutonomousAgent):  # type: ignore[misc,valid-type]
             extras=dict(world.extras),
         )
         self._metric_info[str(self._frame)] = self.world_source.metric_info(snapshot)
-        control = self._bridge.exchange(snapshot)
+        control = self._tick(snapshot)
         self._control = control
         self._frame += 1
         return control
 
+    def _tick(self, snapshot: WorldSnapshot) -> Control:
+        """Score the tick (its infractions go into the snapshot's events), then let the episode decide."""
+        stepper, criteria = self._stepper, self._criteria
+        assert stepper is not None and criteria is not None
+        events = criteria.update(snapshot)
+        if events:
+            snapshot = dataclasses.replace(snapshot, events=(*snapshot.events, *events))
+        if not stepper.started:
+            stepper.start(snapshot)
+        return stepper.tick(snapshot)
+
     def _finish(self) -> None:
-        bridge = self._bridge
-        if bridge is None:
+        stepper, criteria = self._stepper, self._criteria
+        if stepper is None or criteria is None:
             return
+        if not stepper.started:
+            log.warning("no episode to store: route %s ended before its first tick", self._route_id)
+            return
+        record = criteria.record(index=0, duration_system_s=stepper.elapsed_s)
         try:
-            result = bridge.finish()
-        except SimulatorError as exc:
-            log.warning("no episode to store: %s", exc)
+            result = stepper.finish(record, criteria.events)
+        except Exception as exc:
+            if self._failed is None:
+                raise
+            # The failed tick's error already reached the evaluator; a tick that broke inside the
+            # episode may leave it unfinishable, and nothing of it is stored anyway.
+            log.warning("route %s: no episode after the failed tick: %s", self._route_id, exc)
             return
         self.result = result
         cfg = self._cfg

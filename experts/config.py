@@ -53,7 +53,7 @@ class IDMConfig:
     decel_switch_speed_mps: float = 6.0
     exponent: float = 4.0  # delta
     closing_engage_decel_mps2: float = 2.0  # from this required deceleration on, brake to stop exactly at s0
-    leading_vehicle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 1.0))
+    leading_vehicle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 1.5))
     bicycle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 0.5))
     pedestrian: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(4.0, 0.5))
     obstacle: IDMHazardParams = field(default_factory=lambda: IDMHazardParams(3.0, 0.2))
@@ -76,6 +76,15 @@ class HazardConfig:
     stop_sign_stop_speed_mps: float = 0.1  # a stop counts below this speed
     stop_sign_stop_zone_m: float = 4.0  # ... with the front bumper within this of the line
     stop_sign_clear_after_m: float = 10.0  # a served stop sign stays served until this far past
+    lane_change_check_m: float = 30.0  # the target lane of a route lane change is checked this far ahead
+    lane_change_commit_m: float = 2.0  # a lane change the ego front is this far into is not stopped
+    # A vehicle behind in the target lane needs a gap of 6 m + closing speed x this time ...
+    lane_change_closing_time_s: float = 2.0
+    lane_change_closing_time_min_s: float = 0.8  # ... shrinking to this after waiting
+    lane_change_patience_s: float = 15.0  # ... this long for a gap
+    lane_change_queue_speed_mps: float = (
+        2.5  # target-lane vehicles slower than this form a queue to nose into
+    )
     emergency_detect_distance_m: float = 60.0  # emergency vehicles behind within this are yielded to
     emergency_pass_margin_m: float = 8.0  # keep aside until it is this far ahead of the ego front
     emergency_ramp_m: float = 20.0  # lateral ramp of the step aside
@@ -123,9 +132,9 @@ class ObstacleConfig:
     clearance_m: float = 0.5  # lateral clearance between the ego and an obstacle when passing
     margin_before_m: float = 2.0  # full offset reached with the ego front this far before the obstacle
     margin_after_m: float = 3.0  # and held until the ego rear is this far past the last one
-    ramp_time_s: float = 2.5  # lateral ramp length = speed x ramp time, clipped below
+    ramp_time_s: float = 3.0  # lateral ramp length = speed x ramp time, clipped below
     ramp_min_m: float = 10.0
-    ramp_max_m: float = 25.0
+    ramp_max_m: float = 35.0
     commit_lateral_fraction: float = 0.5  # past this share of the shift the overtake is committed
     clearance_time_margin_s: float = 1.5  # oncoming traffic must arrive this much after the ego leaves
     # Distance added to the pass: the ego must reach the end of its ramp back (centre in its lane) plus
@@ -146,6 +155,7 @@ class ObstacleConfig:
     min_turn_radius_m: float = 6.0  # a shift must fit two arcs of this radius before the obstacle
     pass_accel_mps2: float = 2.0  # acceleration assumed for the pass time
     invading_lookahead_m: float = 30.0  # oncoming vehicles cutting into the lane this close are dodged
+    invading_max_yaw_deg: float = 30.0  # ... when they face the ego within this angle
 
 
 @dataclass
@@ -176,7 +186,7 @@ class LongitudinalConfig:
     max_accel_mps2: float = 2.2  # commanded acceleration bounds
     max_decel_mps2: float = 8.0
     max_jerk_up_mps3: float = 3.0  # rate limit of the commanded acceleration when it rises
-    max_jerk_down_mps3: float = 8.0  # ... and when it falls (braking builds fast), unless emergency
+    max_jerk_down_mps3: float = 7.0  # ... and when it falls (braking builds fast), unless emergency
     emergency_decel_mps2: float = 5.0  # demands above this skip the jerk limit
     stop_speed_mps: float = 0.2  # below this with a zero target: hold the brake
     hold_brake: float = 0.6  # brake held while standing

@@ -99,6 +99,9 @@ class LongitudinalController:
             # A zero target is a stop demand: never command less than a firm stop.
             a = min(a, -speed / cfg.track_time_constant_s, stop_accel if stop_accel is not None else 0.0)
         a = min(max(a, -cfg.max_decel_mps2), cfg.max_accel_mps2)
+        if speed < cfg.stop_speed_mps:
+            # Standing, the brake can let go at once: no acceleration (and no jerk) comes of it.
+            self._a_prev = max(self._a_prev, 0.0)
         if a > -cfg.emergency_decel_mps2:
             # Braking may build faster than it is released: comfort never delays a needed stop much.
             a = min(

@@ -26,6 +26,7 @@ from carla_bridge.simulator import FIXED_DELTA_S
 from carla_bridge.snapshot import ActorKind, Control, TrafficLightState, WorldSnapshot
 from experts.config import ExpertConfig, IDMHazardParams, load_expert_config
 from experts.controllers import LateralPID, LongitudinalController, aim_distance
+from experts.errors import ExpertError
 from experts.forecast import (
     distances_from_speeds,
     forecast_along_route,
@@ -38,7 +39,7 @@ from experts.forecast import (
 )
 from experts.geometry import boxes_overlap
 from experts.idm import closing_acceleration, comfort_decel_for_speed, idm_acceleration, required_decel
-from experts.obstacles import EgoOnRoute, LateralPlan, ObstaclePlanner
+from experts.obstacles import EgoOnRoute, LateralPlan, ObstaclePlanner, lane_change_blocker
 from experts.route_prep import (
     PreparedRoute,
     RouteTracker,
@@ -48,7 +49,7 @@ from experts.route_prep import (
     prepare_route,
 )
 from experts.scene import RouteFrameActors, project_actors
-from experts.tracking import ActorHistory
+from experts.tracking import ActorHistory, ActorKinematics
 
 BEHIND_WINDOW_M = 30.0  # actors this far behind the ego (along the path) are still projected
 MAX_PROJECT_LATERAL_M = 12.0  # and within this of the path
@@ -72,6 +73,7 @@ class Reason(StrEnum):
     FORECAST_COLLISION = "forecast_collision"
     EMERGENCY_VEHICLE = "emergency_vehicle"
     OVERTAKE_WAIT = "overtake_wait"
+    LANE_CHANGE = "lane_change"  # waiting for the target lane of the route's lane change to clear
 
 
 _CAP_REASON = {
@@ -165,6 +167,7 @@ class PDMLiteExpert:
         self._served_stop: dict[int, float] = {}  # stop sign id -> s of its line when served
         self._yellow_go: dict[int, bool] = {}  # light id -> decision taken at the onset of yellow
         self._standstill_s = 0.0
+        self._lane_change_wait_s = 0.0
         self._last_reason = Reason.CRUISE
         self._last_actor = -1
 
@@ -185,7 +188,9 @@ class PDMLiteExpert:
     # ------------------------------------------------------------------ one tick
     def plan(self, snapshot: WorldSnapshot) -> ExpertPlan:
         if self.route is None or self.tracker is None:
-            raise RuntimeError("PDMLiteExpert.reset(route, cmap) must be called before plan()")
+            raise ExpertError(
+                "the expert has no route: call PDMLiteExpert.reset(route, cmap) before plan()/run_step()"
+            )
         cfg, route = self.cfg, self.route
         ego = snapshot.ego
         x, y, yaw = ego.pose.x, ego.pose.y, ego.pose.yaw
@@ -244,6 +249,24 @@ class PDMLiteExpert:
         in_path = self._in_path_hazards(frame, ego_r, lat, s_win, offset, hz)
         self._light_hazards(snapshot, ego_r, hz)
         self._stop_sign_hazards(snapshot, ego_r, hz)
+        # Patience: after waiting long for a gap, accept one that asks the follower to brake a little.
+        hzc = cfg.hazards
+        patience = min(self._lane_change_wait_s / hzc.lane_change_patience_s, 1.0)
+        closing_time = hzc.lane_change_closing_time_s + patience * (
+            hzc.lane_change_closing_time_min_s - hzc.lane_change_closing_time_s
+        )
+        lc_s, lc_actor = lane_change_blocker(
+            route,
+            frame,
+            ego_r,
+            ego_r.half_width + cfg.obstacles.clearance_m,
+            hzc.lane_change_check_m,
+            hzc.lane_change_commit_m,
+            closing_time,
+            hzc.lane_change_queue_speed_mps,
+        )
+        if math.isfinite(lc_s):
+            hz.add(lc_s - ego_r.s_front, 0.0, cfg.idm.junction_yield, Reason.LANE_CHANGE, lc_actor, line=True)
         if math.isfinite(lat.wait_s):
             reason = Reason.OVERTAKE_WAIT if lat.wait_reason == "overtake_wait" else Reason.OBSTACLE
             p = IDMHazardParams(lat.wait_gap_m, cfg.idm.obstacle.headway_s)
@@ -256,7 +279,8 @@ class PDMLiteExpert:
             # At walking pace just short of a line to stop at: stand, do not creep onto it.
             for k, line in enumerate(hz.is_line):
                 if line and hz.gap[k] < hz.s0[k] + cfg.idm.line_snap_gap_m:
-                    a, reason, reason_actor = -cfg.longitudinal.max_decel_mps2, hz.reason[k], hz.actor[k]
+                    a = min(a, -cfg.idm.comfort_decel_slow_mps2)
+                    reason, reason_actor = hz.reason[k], hz.actor[k]
                     break
 
         a, forecast, f_reason, f_actor = self._forecast_check(
@@ -265,8 +289,9 @@ class PDMLiteExpert:
         if f_reason is not None:
             reason, reason_actor = f_reason, f_actor
 
-        # Standstill bookkeeping for the creep rule.
+        # Standstill bookkeeping for the creep rule, waiting time for the lane-change patience.
         self._standstill_s = self._standstill_s + self.dt if v < cfg.forecast.standing_speed_mps else 0.0
+        self._lane_change_wait_s = self._lane_change_wait_s + self.dt if reason == Reason.LANE_CHANGE else 0.0
         self._last_reason, self._last_actor = reason, reason_actor
 
         target = max(0.0, v + a * cfg.speed.idm_speed_horizon_s)
@@ -430,7 +455,7 @@ class PDMLiteExpert:
     def _forecast_check(
         self,
         snapshot: WorldSnapshot,
-        kin,
+        kin: ActorKinematics,
         frame: RouteFrameActors,
         rows: np.ndarray,
         in_path: np.ndarray,
@@ -605,13 +630,13 @@ class PDMLiteExpert:
     def _actor_forecasts(
         self,
         snapshot: WorldSnapshot,
-        kin,
+        kin: ActorKinematics,
         frame: RouteFrameActors,
         sel: np.ndarray,
         steps: int,
         horizon: float,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Poses (N, T) x, y, yaw of the actors `sel`.
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Poses (N, T) x, y, yaw of the actors `sel`, and (N,) which of them keep to their lane.
 
         Vehicles parallel to the route away from junctions keep to their lane (forecast_along_route);
         other vehicles hold curvature and acceleration (kinematic bicycle); walkers keep their velocity;
@@ -624,6 +649,7 @@ class PDMLiteExpert:
         x = np.empty((n, steps))
         y = np.empty((n, steps))
         yaw = np.empty((n, steps))
+        lane_kept = np.zeros(n, bool)
 
         veh = (kind == ActorKind.VEHICLE) | (kind == ActorKind.BICYCLE)
         if veh.any():
@@ -665,6 +691,9 @@ class PDMLiteExpert:
                     steps,
                 )
                 vx[k], vy[k], vyaw[k] = tp.x, tp.y, tp.yaw
+                kept = np.zeros(len(r), bool)
+                kept[k] = True
+                lane_kept[veh] = kept
             x[veh], y[veh], yaw[veh] = vx, vy, vyaw
         walk = kind == ActorKind.WALKER
         if walk.any():
@@ -685,7 +714,7 @@ class PDMLiteExpert:
             x[stat] = actors.xyz[r, 0:1]
             y[stat] = actors.xyz[r, 1:2]
             yaw[stat] = actors.yaw[r, None]
-        return x, y, yaw
+        return x, y, yaw, lane_kept
 
     def _parallel_rows(
         self, frame: RouteFrameActors, rows: np.ndarray, speed: np.ndarray, horizon: float
@@ -717,7 +746,7 @@ class PDMLiteExpert:
         self,
         snapshot: WorldSnapshot,
         sel: np.ndarray,
-        actor_fc: tuple[np.ndarray, np.ndarray, np.ndarray],
+        actor_fc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
         ego_fc: np.ndarray,
         steps: int,
         near_lane_change: bool,
@@ -727,7 +756,7 @@ class PDMLiteExpert:
         fc = self.cfg.forecast
         actors = snapshot.actors
         kind = actors.kind[sel]
-        x, y, yaw = actor_fc
+        x, y, yaw, lane_kept = actor_fc
         hl = np.repeat(actors.extent[sel, 0:1], steps, axis=1)
         hw = np.repeat(actors.extent[sel, 1:2], steps, axis=1)
         if scaled:
@@ -737,7 +766,8 @@ class PDMLiteExpert:
                 np.abs(actors.speed[sel]) >= fc.standing_speed_mps
             )
             hl[veh] *= fc.vehicle_scale_long_lane_change if near_lane_change else fc.vehicle_scale_long
-            hw[veh] *= 1.0 + fc.vehicle_width_growth * t_frac[None, :]
+            # Lateral uncertainty grows over the horizon, except for vehicles known to keep their lane.
+            hw[veh & ~lane_kept] *= 1.0 + fc.vehicle_width_growth * t_frac[None, :]
             walk = kind == ActorKind.WALKER
             hl[walk] = np.maximum(hl[walk], fc.walker_min_half_extent_m)
             hw[walk] = np.maximum(hw[walk], fc.walker_min_half_extent_m)

@@ -267,7 +267,9 @@ class ObstaclePlanner:
         pending = man is not None and bool(man.ids & cluster.ids)
         for opt in self._options(route, frame, cluster, ego, s0, s3, corridor):
             any_lane_option |= opt.kind != NeighbourLane.NONE
-            if not pending and s1 - ego.s < min_shift_length(abs(opt.offset_m - ego.d), cfg.min_turn_radius_m):
+            if not pending and s1 - ego.s < min_shift_length(
+                abs(opt.offset_m - ego.d), cfg.min_turn_radius_m
+            ):
                 continue  # too close to swerve out: never start it (a started one is only re-checked)
             if not self._lane_clear(
                 frame, self.obstacle_mask(route, frame, cruise_mps), ego, opt, s3, cruise_mps
@@ -357,17 +359,10 @@ class ObstaclePlanner:
             return True
         s_near, s_far, v_al = frame.s_near[band], frame.s_far[band], frame.v_along[band]
         ego_rear, ego_front = ego.s - ego.half_length, ego.s + ego.half_length
-        # Vehicles already alongside, or standing inside the stretch the ego needs, block it.
-        if ((s_far > ego_rear) & (s_near < ego_front)).any():
-            return False
         standing_inside = (
             (np.abs(v_al) < cfg.oncoming_min_speed_mps) & (s_near < s_return) & (s_far > ego_front)
         )
-        if standing_inside.any():
-            return False
-        behind = (s_far <= ego_rear) & (s_far > ego_rear - REAR_WATCH_M) & (v_al > 0.0)
-        gap = ego_rear - s_far
-        if (behind & (gap < REAR_MIN_GAP_M + np.maximum(v_al - ego.v, 0.0) * REAR_CLOSING_TIME_S)).any():
+        if standing_inside.any() or same_way_blocker(frame, band, ego) >= 0:
             return False
         if opt.kind != NeighbourLane.OPPOSITE:
             return True
@@ -447,9 +442,12 @@ class ObstaclePlanner:
         """Oncoming vehicles cutting into the ego's lane from the left: nudge right inside the lane."""
         cfg = self.cfg
         corridor = ego.half_width + cfg.clearance_m
+        # Facing the ego (moving or halted in front of it): its near side is what the ego must clear.
+        facing = np.abs(frame.rel_yaw) > np.pi - np.radians(cfg.invading_max_yaw_deg)
         onc = (
             frame.is_vehicle_like()
-            & (frame.v_along < -cfg.oncoming_min_speed_mps)
+            & facing
+            & (frame.v_along < cfg.oncoming_min_speed_mps)
             & (frame.s_near > ego.s)
             & (frame.s_near < ego.s + cfg.invading_lookahead_m)
             & frame.lateral_overlap(0.0, corridor)
@@ -464,6 +462,66 @@ class ObstaclePlanner:
         ramp = cfg.ramp_min_m
         s2 = max(float(frame.s_far[onc].max()), ego.s + ramp)
         return Bump(ego.s - ramp, ego.s, s2, s2 + ramp, offset)
+
+
+def same_way_blocker(
+    frame: RouteFrameActors, band: np.ndarray, ego: EgoOnRoute, closing_time_s: float = REAR_CLOSING_TIME_S
+) -> int:
+    """Id of a vehicle in `band` (a lane the ego is about to move into) that makes the move unsafe, or -1.
+
+    Unsafe: a vehicle alongside the ego, or one coming up from behind faster than the gap allows,
+        gap < REAR_MIN_GAP_M + max(v_behind - v_ego, 0) * closing_time_s.
+    """
+    if not band.any():
+        return -1
+    ego_rear, ego_front = ego.s - ego.half_length, ego.s + ego.half_length
+    alongside = band & (frame.s_far > ego_rear) & (frame.s_near < ego_front)
+    gap = ego_rear - frame.s_far
+    closing = np.maximum(frame.v_along - ego.v, 0.0)
+    behind = (
+        band
+        & (frame.s_far <= ego_rear)
+        & (gap < REAR_WATCH_M)
+        & (frame.v_along > 0.0)
+        & (gap < REAR_MIN_GAP_M + closing * closing_time_s)
+    )
+    hit = np.flatnonzero(alongside | behind)
+    return int(frame.id[hit[0]]) if len(hit) else -1
+
+
+def lane_change_blocker(
+    route: PreparedRoute,
+    frame: RouteFrameActors,
+    ego: EgoOnRoute,
+    half_width: float,
+    look_m: float,
+    commit_m: float,
+    closing_time_s: float = REAR_CLOSING_TIME_S,
+    queue_speed_mps: float = 0.0,
+) -> tuple[float, int]:
+    """The route's next lane change, when its target lane is not free now: (s where the move starts,
+    id of the vehicle in the way); (inf, -1) otherwise.
+
+    The target lane's centre in the path frame is D (1 - w(s)) with w the cosine ramp of the smoothed
+    move over [s_start, s_end] and D its lateral shift. A move the ego has begun (front more than
+    `commit_m` into it) is not gated any more; moves farther than `look_m` ahead not yet.
+    """
+    if not len(frame):
+        return math.inf, -1
+    for lo, hi, shift in route.lane_change_windows:
+        if ego.s_front > lo + commit_m or lo - ego.s_front > look_m:
+            continue
+        centre = shift * (1.0 - cosine_ramp((frame.s - lo) / max(hi - lo, 1e-6)))
+        band = frame.lateral_overlap(centre, half_width) & frame.is_vehicle_like()
+        # vehicles in the ego's own lane (centre 0 before the move) are the IDM's business
+        band &= ~frame.lateral_overlap(0.0, 0.5)
+        # a crawling queue is merged into by nosing in (its drivers give way, the forecast keeps the
+        # ego off them): waiting for a gap a queue never opens would block the ego for good
+        band &= frame.v_along >= queue_speed_mps
+        blocker = same_way_blocker(frame, band, ego, closing_time_s)
+        if blocker >= 0:
+            return float(lo), blocker
+    return math.inf, -1
 
 
 def min_shift_length(shift_m: float, radius_m: float) -> float:

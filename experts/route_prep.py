@@ -54,6 +54,7 @@ class PreparedRoute:
     right_width: np.ndarray  # (M,) m
     junctions: np.ndarray  # (J, 2) s of entry and exit of each junction on the route
     lane_changes: np.ndarray  # (C,) s at the middle of each lane change
+    lane_change_windows: np.ndarray  # (W, 3) s where each smoothed lane change starts, ends, its shift (m)
     dense_s: np.ndarray  # (D,) path arc length of each dense route point
     length_m: float  # arc length of the unpadded route
 
@@ -143,14 +144,15 @@ def smooth_lane_changes(
 
     For a jump of lateral size D (right positive) between points i and i+1 with ramp length L around
     the midpoint s_c: points before move by +D w(s), points after by -D (1 - w(s)), along their right
-    normal, w(s) = cosine_ramp((s - s_c + L/2) / L). Returns the new points and the s of each jump.
+    normal, w(s) = cosine_ramp((s - s_c + L/2) / L). Returns the new points and, per jump, its window
+    (C, 3): arc length where the move starts and ends, and the lateral shift D.
     """
     seg = np.diff(xy, axis=0)
     c, s = np.cos(yaw[:-1]), np.sin(yaw[:-1])
     lateral = -seg[:, 0] * s + seg[:, 1] * c
     jumps = np.flatnonzero(np.abs(lateral) > jump_m)
     if not len(jumps):
-        return xy, np.zeros(0)
+        return xy, np.zeros((0, 3))
     # Arc length along the route ignoring the sideways part of the jumps.
     forward = seg[:, 0] * c + seg[:, 1] * s
     step = np.where(np.abs(lateral) > jump_m, np.abs(forward), np.hypot(seg[:, 0], seg[:, 1]))
@@ -158,6 +160,7 @@ def smooth_lane_changes(
     normals = np.stack([-np.sin(yaw), np.cos(yaw)], axis=-1)
     out = xy.copy()
     centres = 0.5 * (arc[jumps] + arc[jumps + 1])
+    windows = np.zeros((len(jumps), 3))
     for k, (i, sc) in enumerate(zip(jumps, centres, strict=True)):
         half = 0.5 * lengths[i]
         lo = sc - half if k == 0 else max(sc - half, 0.5 * (centres[k - 1] + sc))
@@ -167,7 +170,8 @@ def smooth_lane_changes(
         after = (arc <= hi) & (np.arange(len(arc)) > i)
         out[before] += lateral[i] * w[before, None] * normals[before]
         out[after] -= lateral[i] * (1.0 - w[after, None]) * normals[after]
-    return out, centres
+        windows[k] = (lo, hi, lateral[i])
+    return out, windows
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -225,7 +229,8 @@ def prepare_route(
         cfg.lane_change_max_length_m,
     )
     # The lanes' own heading (not the polyline's, which a jump skews) measures the jumps.
-    xy, jump_arc = smooth_lane_changes(xy, yaw_in, lc_len, cfg.lane_change_jump_m)
+    xy, lc_windows = smooth_lane_changes(xy, yaw_in, lc_len, cfg.lane_change_jump_m)
+    jump_arc = 0.5 * (lc_windows[:, 0] + lc_windows[:, 1])
 
     # Straight pads so that look-ahead never runs off either end.
     yaw_pts = _polyline_yaw(xy)
@@ -280,6 +285,7 @@ def prepare_route(
         right_width=right_w[src],
         junctions=junctions,
         lane_changes=np.sort(np.asarray(lane_changes, dtype=float)),
+        lane_change_windows=lc_windows,
         dense_s=all_s,
         length_m=float(dense_s[-1]),
     )

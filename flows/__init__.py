@@ -1,1 +1,1 @@
-"""flows room: see DESIGN.md."""
+"""Prefect flows and tasks only: thin orchestration over the takeover library (see flows/loop.py)."""

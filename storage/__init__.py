@@ -8,11 +8,15 @@ experts, takeover or flows. See storage/README.md for the schema, the views and 
 from storage.errors import StorageError
 from storage.records import (
     CheckpointRecord,
+    ClipInfo,
     ClipRecord,
     EpisodeRecord,
+    FrameTable,
     MetricPoint,
+    PreferencePairInfo,
     PreferencePairRecord,
     RouteRecord,
+    TakeoverInfo,
     TakeoverRecord,
     TrainingRoundRecord,
 )
@@ -20,13 +24,17 @@ from storage.store import Store
 
 __all__ = [
     "CheckpointRecord",
+    "ClipInfo",
     "ClipRecord",
     "EpisodeRecord",
+    "FrameTable",
     "MetricPoint",
+    "PreferencePairInfo",
     "PreferencePairRecord",
     "RouteRecord",
     "StorageError",
     "Store",
+    "TakeoverInfo",
     "TakeoverRecord",
     "TrainingRoundRecord",
 ]

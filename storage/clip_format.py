@@ -111,4 +111,6 @@ def validate_clip_arrays(arrays: Mapping[str, np.ndarray], required: tuple[str, 
     driver = np.asarray(arrays["driver"]) if "driver" in arrays else None
     if driver is not None and driver.size and not np.isin(driver, (DRIVER_POLICY, DRIVER_EXPERT)).all():
         raise RecordError("clip array 'driver' must hold only 0 (policy) or 1 (expert)")
+    if "frame" in arrays and np.any(np.diff(np.asarray(arrays["frame"]).astype(np.int64)) <= 0):
+        raise RecordError("clip array 'frame' must be strictly increasing (simulator ticks in order)")
     return n_frames

@@ -1,8 +1,12 @@
-"""Typed records that cross into storage: what an episode runner, trainer or flow hands to `Store`.
+"""Typed records that cross the storage boundary, both ways.
 
-Natural keys make writes idempotent: an episode is identified by run, iteration, route (set + id),
-checkpoint, seed, backend, phase and repetition; a training round by run, iteration, kind and name.
-Validation here is pure (no database): a bad record fails before anything is written.
+Into storage: what an episode runner, trainer or flow hands to `Store`. Natural keys make writes
+idempotent: an episode is identified by run, iteration, route (set + id), checkpoint, seed, backend,
+phase and repetition; a training round by run, iteration, kind and name. Validation here is pure (no
+database): a bad record fails before anything is written.
+
+Out of storage: what Store's read methods return (`ClipInfo`, `FrameTable`, `TakeoverInfo`,
+`PreferencePairInfo`), so that callers select training data without SQL of their own.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -287,3 +291,93 @@ def content_digest(
             digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
             digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------- read side
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    """A stored clip's row (its arrays live in the clip store at `uri`)."""
+
+    id: int
+    episode_id: int
+    takeover_id: int | None
+    kind: str
+    start_frame: int
+    end_frame: int  # exclusive: one past the last frame's tick
+    uri: str  # relative to the clip root
+    sha256: str
+    size_bytes: int
+    arrays: dict[str, Any]  # name -> {"shape": [...], "dtype": str}
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """Stored frames as parallel arrays, one entry per (clip, tick), ordered by episode, tick, clip.
+
+    `row` is the frame's index in its clip's arrays: a clip's frames are its ticks in increasing order,
+    so in a strided clip (demonstrations keep every n-th tick) row is not frame - start_frame.
+    """
+
+    clip_id: np.ndarray  # (N,) int64
+    episode_id: np.ndarray  # (N,) int64
+    frame: np.ndarray  # (N,) int64 episode tick
+    row: np.ndarray  # (N,) int64 index in the clip's arrays
+    time_s: np.ndarray  # (N,) float64 episode time
+    ego_speed_mps: np.ndarray  # (N,) float64
+    driver: np.ndarray  # (N,) int8: 0 policy, 1 expert (storage.clip_format)
+    is_takeover: np.ndarray  # (N,) bool: a takeover triggered on this tick
+
+    def __len__(self) -> int:
+        return int(self.clip_id.shape[0])
+
+    @classmethod
+    def empty(cls) -> FrameTable:
+        z = np.zeros(0, np.int64)
+        return cls(z, z, z, z, np.zeros(0), np.zeros(0), np.zeros(0, np.int8), np.zeros(0, bool))
+
+    def subset(self, mask: np.ndarray) -> FrameTable:
+        """The entries where `mask` (bool (N,) or an index array) selects, in its order."""
+        return FrameTable(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class TakeoverInfo:
+    """A stored takeover's row."""
+
+    id: int
+    episode_id: int
+    seq: int  # order within the episode, from 0
+    frame: int  # tick of the trigger
+    time_s: float
+    x_m: float
+    y_m: float
+    yaw_rad: float | None
+    speed_mps: float
+    reason: str
+    scenario_type: str | None
+    ttc_s: float | None
+    severity: dict[str, Any]
+    plan_frame: str  # "ego" or "world"
+    policy_plan: list[list[float]]  # [[x, y(, speed)], ...]
+    expert_plan: list[list[float]]
+    handback_frame: int | None
+    handback_time_s: float | None
+
+
+@dataclass(frozen=True)
+class PreferencePairInfo:
+    """A stored DPO pair, with where its state's features are in its clip."""
+
+    id: int
+    episode_id: int
+    takeover_id: int | None
+    clip_id: int | None
+    frame: int  # episode tick of the state
+    time_s: float
+    source: str
+    chosen: list[list[float]]  # [[x, y(, speed)], ...]
+    rejected: list[list[float]]
+    weight: float
+    clip_row: int | None  # index of `frame` in the clip's arrays; None without a clip holding that tick

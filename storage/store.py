@@ -22,13 +22,13 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import fsspec
 import numpy as np
-from sqlalchemy import Engine, Table, delete, func, select, update
+from sqlalchemy import Engine, Select, Table, delete, func, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
@@ -57,9 +57,13 @@ from storage.models import (
 )
 from storage.records import (
     CheckpointRecord,
+    ClipInfo,
     ClipRecord,
     EpisodeRecord,
+    FrameTable,
+    PreferencePairInfo,
     PreferencePairRecord,
+    TakeoverInfo,
     TakeoverRecord,
     TrainingRoundRecord,
     check_sha256,
@@ -78,6 +82,8 @@ EPISODES_DIR = "episodes"  # clip files live under <clip root>/episodes/<key has
 KEY_HASH_LEN = 16  # hex chars of the natural key's sha256 in folder names
 HASH_CHUNK_BYTES = 1 << 20  # read size when hashing a checkpoint file
 HOST = socket.gethostname()
+ID_CHUNK = 10_000  # ids per IN (...) list: below SQLite's and PostgreSQL's bound-parameter limits
+CLIP_INFO_COLUMNS = tuple(getattr(Clip, f.name) for f in fields(ClipInfo))
 
 
 def _translate_db_errors(method: Callable[P, R]) -> Callable[P, R]:
@@ -108,20 +114,6 @@ def _pid_alive(pid: int) -> bool:
 def _as_utc(moment: datetime) -> datetime:
     # SQLite returns naive datetimes; everything is written in UTC.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class ClipInfo:
-    id: int
-    episode_id: int
-    takeover_id: int | None
-    kind: str
-    start_frame: int
-    end_frame: int
-    uri: str  # relative to the clip root
-    sha256: str
-    size_bytes: int
-    arrays: dict[str, Any]  # name -> {"shape": [...], "dtype": str}
 
 
 @dataclass(frozen=True)
@@ -737,24 +729,167 @@ class Store:
                 raise ClipNotFoundError(
                     f'no clip with id {clip_id}; list them with takeover db query "SELECT id, kind FROM clips"'
                 )
-            return ClipInfo(
-                clip.id,
-                clip.episode_id,
-                clip.takeover_id,
-                clip.kind,
-                clip.start_frame,
-                clip.end_frame,
-                clip.uri,
-                clip.sha256,
-                clip.size_bytes,
-                dict(clip.arrays),
-            )
+            return _clip_info(clip)
 
     def load_clip(self, clip_id: int) -> dict[str, np.ndarray]:
         """A clip's arrays, after checking the file against the sha256 recorded in the database."""
         info = self.clip_info(clip_id)
         data = self.clip_store.read_verified(info.uri, info.sha256, info.size_bytes, f"clip {clip_id}")
         return decode_arrays(data)
+
+    # ---------------------------------------------------------------- reads for training data
+    # Every list_* method takes the same episode filters; each given one must hold:
+    #   run            the episodes' run
+    #   phases         their phase is one of these (e.g. ["rollout"])
+    #   max_iteration  their iteration number is <= this; episodes outside any iteration count as 0
+    #   iteration      their iteration number is exactly this (episodes outside any iteration never match)
+    #   episode_ids    they are one of these
+
+    @_translate_db_errors
+    def list_clips(
+        self,
+        *,
+        run: str | None = None,
+        phases: Iterable[str] | None = None,
+        max_iteration: int | None = None,
+        iteration: int | None = None,
+        episode_ids: Iterable[int] | None = None,
+        kinds: Iterable[str] | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> list[ClipInfo]:
+        """Clips of the selected episodes (of these `kinds`, with these `ids` when given), by id."""
+        # Columns, not ORM objects: a training set lists thousands of clips and needs no identity map.
+        stmt = select(*CLIP_INFO_COLUMNS).where(
+            _episodes_where(Clip.episode_id, run, phases, max_iteration, iteration, episode_ids)
+        )
+        if kinds is not None:
+            stmt = stmt.where(Clip.kind.in_(_strings(kinds)))
+        with Session(self.engine) as session:
+            clips = [
+                _clip_info(row)
+                for part in _id_chunks(stmt, Clip.id, ids)
+                for row in session.execute(part).all()
+            ]
+        return sorted(clips, key=lambda c: c.id)
+
+    @_translate_db_errors
+    def list_frames(
+        self,
+        *,
+        run: str | None = None,
+        phases: Iterable[str] | None = None,
+        max_iteration: int | None = None,
+        iteration: int | None = None,
+        episode_ids: Iterable[int] | None = None,
+        kinds: Iterable[str] | None = None,
+    ) -> FrameTable:
+        """Every frame of the clips of the selected episodes (of these clip `kinds` when given).
+
+        A tick stored in two clips (overlapping windows) appears once per clip.
+        """
+        stmt = (
+            select(
+                Frame.clip_id,
+                Clip.episode_id,
+                Frame.frame,
+                Frame.time_s,
+                Frame.ego_speed_mps,
+                Frame.driver,
+                Frame.is_takeover,
+            )
+            .join(Clip, Clip.id == Frame.clip_id)
+            .where(_episodes_where(Clip.episode_id, run, phases, max_iteration, iteration, episode_ids))
+            .order_by(Frame.clip_id, Frame.frame)
+        )
+        if kinds is not None:
+            stmt = stmt.where(Clip.kind.in_(_strings(kinds)))
+        with Session(self.engine) as session:
+            rows = session.execute(stmt).all()
+        if not rows:
+            return FrameTable.empty()
+        clip_id, episode_id, frame, time_s, speed, driver, is_takeover = (
+            list(c) for c in zip(*rows, strict=True)
+        )
+        table = FrameTable(
+            clip_id=np.array(clip_id, np.int64),
+            episode_id=np.array(episode_id, np.int64),
+            frame=np.array(frame, np.int64),
+            row=_rows_within_clips(np.array(clip_id, np.int64)),
+            time_s=np.array(time_s, np.float64),
+            ego_speed_mps=np.array(speed, np.float64),
+            driver=np.array(driver, np.int8),
+            is_takeover=np.array(is_takeover, bool),
+        )
+        return table.subset(np.lexsort((table.clip_id, table.frame, table.episode_id)))
+
+    @_translate_db_errors
+    def list_takeovers(
+        self,
+        *,
+        run: str | None = None,
+        phases: Iterable[str] | None = None,
+        max_iteration: int | None = None,
+        iteration: int | None = None,
+        episode_ids: Iterable[int] | None = None,
+        reasons: Iterable[str] | None = None,
+    ) -> list[TakeoverInfo]:
+        """Takeovers of the selected episodes (for these `reasons` when given), by episode and tick."""
+        columns = [getattr(Takeover, f.name) for f in fields(TakeoverInfo)]
+        stmt = (
+            select(*columns)
+            .where(_episodes_where(Takeover.episode_id, run, phases, max_iteration, iteration, episode_ids))
+            .order_by(Takeover.episode_id, Takeover.frame, Takeover.seq)
+        )
+        if reasons is not None:
+            stmt = stmt.where(Takeover.reason.in_(_strings(reasons)))
+        with Session(self.engine) as session:
+            return [TakeoverInfo(**row._asdict()) for row in session.execute(stmt).all()]
+
+    @_translate_db_errors
+    def list_preference_pairs(
+        self,
+        *,
+        run: str | None = None,
+        phases: Iterable[str] | None = None,
+        max_iteration: int | None = None,
+        iteration: int | None = None,
+        episode_ids: Iterable[int] | None = None,
+        sources: Iterable[str] | None = None,
+    ) -> list[PreferencePairInfo]:
+        """DPO pairs of the selected episodes (made by these `sources` when given), by id."""
+        holds_frame = (Frame.clip_id == PreferencePair.clip_id) & (Frame.frame == PreferencePair.frame)
+        # Index of the pair's tick in its clip's arrays: the clip's frames before it (clips may be strided).
+        row = (
+            select(func.count())
+            .select_from(Frame)
+            .where(Frame.clip_id == PreferencePair.clip_id, Frame.frame < PreferencePair.frame)
+            .scalar_subquery()
+        )
+        stmt = (
+            select(
+                *(
+                    getattr(PreferencePair, f.name)
+                    for f in fields(PreferencePairInfo)
+                    if f.name != "clip_row"
+                ),
+                row.label("clip_row"),
+                select(Frame.frame).where(holds_frame).exists().label("in_clip"),
+            )
+            .where(
+                _episodes_where(PreferencePair.episode_id, run, phases, max_iteration, iteration, episode_ids)
+            )
+            .order_by(PreferencePair.id)
+        )
+        if sources is not None:
+            stmt = stmt.where(PreferencePair.source.in_(_strings(sources)))
+        with Session(self.engine) as session:
+            pairs = []
+            for found in session.execute(stmt).all():
+                values = found._asdict()
+                in_clip = values.pop("in_clip")
+                values["clip_row"] = int(values["clip_row"]) if in_clip else None
+                pairs.append(PreferencePairInfo(**values))
+            return pairs
 
     # ---------------------------------------------------------------- DPO pairs and training
     @_translate_db_errors
@@ -905,3 +1040,60 @@ def _end_frame(arrays: Mapping[str, Any], start_frame: int, n_frames: int) -> in
     if n_frames == 0:
         return start_frame
     return int(clip_frame_numbers(arrays, start_frame, n_frames)[-1]) + 1
+
+
+def _clip_info(clip: Clip | Any) -> ClipInfo:
+    """The ClipInfo of a clips row (an ORM object or a row of its columns)."""
+    values = {f.name: getattr(clip, f.name) for f in fields(ClipInfo)}
+    return ClipInfo(**{**values, "arrays": dict(values["arrays"])})
+
+
+def _strings(values: Iterable[str]) -> list[str]:
+    """A filter's values as a list; one bare string is one value (not its characters)."""
+    return [values] if isinstance(values, str) else list(values)
+
+
+def _episodes_where(
+    episode_id: Any,
+    run: str | None,
+    phases: Iterable[str] | None,
+    max_iteration: int | None,
+    iteration: int | None,
+    episode_ids: Iterable[int] | None,
+) -> Any:
+    """SQL condition: `episode_id` (a column) names an episode passing the filters (see Store.list_clips)."""
+    if all(f is None for f in (run, phases, max_iteration, iteration, episode_ids)):
+        return true()
+    episodes = select(Episode.id)
+    if run is not None:
+        episodes = episodes.where(Episode.run == run)
+    if phases is not None:
+        episodes = episodes.where(Episode.phase.in_(_strings(phases)))
+    if episode_ids is not None:
+        episodes = episodes.where(Episode.id.in_([int(e) for e in episode_ids]))
+    if max_iteration is not None or iteration is not None:
+        episodes = episodes.outerjoin(Iteration, Iteration.id == Episode.iteration_id)
+        if max_iteration is not None:
+            episodes = episodes.where(or_(Iteration.number.is_(None), Iteration.number <= int(max_iteration)))
+        if iteration is not None:
+            episodes = episodes.where(Iteration.number == int(iteration))
+    return episode_id.in_(episodes)
+
+
+def _id_chunks(stmt: Select, column: Any, ids: Iterable[int] | None) -> list[Select]:
+    """`stmt` restricted to `ids` (None: unrestricted), split so that no IN list exceeds ID_CHUNK."""
+    if ids is None:
+        return [stmt]
+    wanted = sorted({int(i) for i in ids})
+    return [stmt.where(column.in_(wanted[i : i + ID_CHUNK])) for i in range(0, len(wanted), ID_CHUNK)]
+
+
+def _rows_within_clips(clip_id: np.ndarray) -> np.ndarray:
+    """Index of each entry within its run of equal `clip_id`s (frames sorted by clip, then tick).
+
+    row_i = i - first_j, with first_j the first index of entry i's clip.
+    """
+    n = clip_id.shape[0]
+    starts = np.flatnonzero(np.r_[True, clip_id[1:] != clip_id[:-1]]) if n else np.zeros(0, np.int64)
+    lengths = np.diff(np.r_[starts, n])
+    return np.arange(n, dtype=np.int64) - np.repeat(starts, lengths)

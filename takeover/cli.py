@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.demo",
     "takeover.commands.train",
     "takeover.commands.collect",
+    "takeover.commands.iterate",
 )
 
 

@@ -5,7 +5,8 @@ feat_speed (T,), feat_target (T,2), feat_command (T,) index into takeover.policy
 and the expert's labels (expert_waypoints_ego (T,K,2), expert_control (T,3) throttle/steer/brake);
 rollout clips add the policy's own plan (policy_waypoints_ego, policy_control).
 
-Frames are selected with SQL over the `frames` table (who drove, when) and weighted by their role:
+Frames are selected through Store's read API (storage.Store.list_clips / list_frames / list_takeovers /
+list_preference_pairs: the `frames` table says who drove, when) and weighted by their role:
   demo          every frame of a demonstration episode (phase "expert"): the base data set
   takeover      the expert drove (driver = 1) or a takeover triggered on the tick
   pre_takeover  the policy drove, within `pre_takeover_window_s` before a trigger of the same episode
@@ -26,12 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 from torch.utils.data import Dataset, Sampler
 
 from storage.clip_format import DRIVER_EXPERT
-from storage.models import Clip, Episode, Frame, Iteration, PreferencePair, Takeover
+from storage.records import FrameTable
 from storage.store import Store
 from takeover.policy.config import PolicyConfig
 from takeover.policy.features import NUM_COMMANDS, FeatureArrays, PolicyFeatures, collate_features
@@ -234,67 +233,27 @@ def frame_roles(
     return roles
 
 
-def _episode_filter(stmt: Any, run: str, phases: Sequence[str], max_iteration: int | None) -> Any:
-    stmt = stmt.join(Episode, Episode.id == Clip.episode_id).where(
-        Episode.run == run, Episode.phase.in_(list(phases))
-    )
-    if max_iteration is not None:
-        # Episodes outside any iteration count as iteration 0.
-        stmt = stmt.outerjoin(Iteration, Iteration.id == Episode.iteration_id).where(
-            or_(Iteration.number.is_(None), Iteration.number <= max_iteration)
-        )
-    return stmt
-
-
 def _query_frames(
     store: Store, run: str, phases: Sequence[str], max_iteration: int | None, spec: FeatureSpec, what: str
-) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
-    """Frame rows (deduplicated per episode tick) of the usable clips, and trigger times per episode."""
-    with Session(store.engine) as session:
-        clips = session.execute(
-            _episode_filter(select(Clip.id, Clip.arrays), run, phases, max_iteration)
-        ).all()
-        usable = training_clips([(int(c), dict(m)) for c, m in clips], FRAME_SAMPLE_KEYS, spec, what)
-        if not usable:
-            return {}, {}
-        rows = session.execute(
-            _episode_filter(
-                select(
-                    Frame.clip_id,
-                    Frame.frame,
-                    Frame.time_s,
-                    Frame.driver,
-                    Frame.is_takeover,
-                    Clip.start_frame,
-                    Clip.episode_id,
-                ).join(Clip, Clip.id == Frame.clip_id),
-                run,
-                phases,
-                max_iteration,
-            ).order_by(Clip.episode_id, Frame.frame, Clip.id)
-        ).all()
-        episodes = sorted({int(r.episode_id) for r in rows if int(r.clip_id) in usable})
-        triggers: dict[int, list[float]] = {e: [] for e in episodes}
-        if episodes:
-            for episode_id, time_s in session.execute(
-                select(Takeover.episode_id, Takeover.time_s).where(Takeover.episode_id.in_(episodes))
-            ):
-                triggers[int(episode_id)].append(float(time_s))
-    rows = [r for r in rows if int(r.clip_id) in usable]
-    table = {
-        "clip_id": np.array([r.clip_id for r in rows], np.int64),
-        "row": np.array([r.frame - r.start_frame for r in rows], np.int64),
-        "episode_id": np.array([r.episode_id for r in rows], np.int64),
-        "frame": np.array([r.frame for r in rows], np.int64),
-        "time_s": np.array([r.time_s for r in rows], np.float64),
-        "driver": np.array([r.driver for r in rows], np.int64),
-        "is_takeover": np.array([bool(r.is_takeover) for r in rows], bool),
-    }
-    # A tick stored in two overlapping clips (e.g. a pre-takeover window and the takeover clip) counts once.
-    key = table["episode_id"] * (1 << 32) + table["frame"]
+) -> tuple[FrameTable, dict[int, np.ndarray]]:
+    """Frames (one per episode tick) of the usable clips, and the trigger times of their episodes."""
+    episodes = {"run": run, "phases": list(phases), "max_iteration": max_iteration}
+    clips = store.list_clips(**episodes)
+    usable = training_clips([(c.id, c.arrays) for c in clips], FRAME_SAMPLE_KEYS, spec, what)
+    if not usable:
+        return FrameTable.empty(), {}
+    table = store.list_frames(**episodes)
+    table = table.subset(np.isin(table.clip_id, np.fromiter(usable, np.int64, len(usable))))
+    # A tick stored in two overlapping clips (e.g. a pre-takeover window and the takeover clip) counts
+    # once: the first of its clips (frames come ordered by episode, tick, clip).
+    key = table.episode_id * (1 << 32) + table.frame
     _, first = np.unique(key, return_index=True)
     first.sort()
-    table = {k: v[first] for k, v in table.items()}
+    table = table.subset(first)
+    triggers: dict[int, list[float]] = {int(e): [] for e in np.unique(table.episode_id)}
+    if triggers:
+        for takeover in store.list_takeovers(episode_ids=list(triggers)):
+            triggers[takeover.episode_id].append(float(takeover.time_s))
     return table, {e: np.array(t, np.float64) for e, t in triggers.items()}
 
 
@@ -304,14 +263,14 @@ def select_demo_frames(store: Store, run: str, config: DataConfig, spec: Feature
     table, _ = _query_frames(
         store, demo_run, config.demo_phases, None, spec, f"demonstrations of run {demo_run!r}"
     )
-    if not table or config.demo_weight <= 0:
+    if not len(table) or config.demo_weight <= 0:
         return FrameIndex.empty()
-    n = len(table["clip_id"])
+    n = len(table)
     return FrameIndex(
-        table["clip_id"],
-        table["row"],
-        table["episode_id"],
-        table["frame"],
+        table.clip_id,
+        table.row,
+        table.episode_id,
+        table.frame,
         np.full(n, FrameRole.DEMO, np.int8),
         np.full(n, config.demo_weight, np.float32),
     )
@@ -325,13 +284,13 @@ def select_takeover_frames(
     table, triggers = _query_frames(
         store, run, config.rollout_phases, max_iteration, spec, f"takeover clips of run {run!r}"
     )
-    if not table:
+    if not len(table):
         return FrameIndex.empty()
-    roles = np.empty(len(table["clip_id"]), np.int8)
+    roles = np.empty(len(table), np.int8)
     for episode_id, trigger_times in triggers.items():
-        mask = table["episode_id"] == episode_id
+        mask = table.episode_id == episode_id
         roles[mask] = frame_roles(
-            table["driver"][mask], table["is_takeover"][mask], table["time_s"][mask], trigger_times,
+            table.driver[mask], table.is_takeover[mask], table.time_s[mask], trigger_times,
             config.pre_takeover_window_s,
         )  # fmt: skip
     weight_of = {
@@ -340,7 +299,7 @@ def select_takeover_frames(
         FrameRole.POLICY: config.policy_weight,
     }
     weights = np.array([weight_of[FrameRole(r)] for r in roles], np.float32)
-    index = FrameIndex(table["clip_id"], table["row"], table["episode_id"], table["frame"], roles, weights)
+    index = FrameIndex(table.clip_id, table.row, table.episode_id, table.frame, roles, weights)
     return index.subset(weights > 0)
 
 
@@ -547,54 +506,36 @@ def select_pairs(
 ) -> PairIndex:
     """Stored preference pairs of `run` from iterations <= `iteration` (== with only_iteration)."""
     k = spec.num_waypoints
-    with Session(store.engine) as session:
-        stmt = (
-            select(
-                PreferencePair.id,
-                PreferencePair.clip_id,
-                PreferencePair.frame,
-                PreferencePair.source,
-                PreferencePair.chosen,
-                PreferencePair.rejected,
-                PreferencePair.weight,
-                Clip.start_frame,
-                Clip.arrays,
-            )
-            .join(Clip, Clip.id == PreferencePair.clip_id)
-            .join(Episode, Episode.id == PreferencePair.episode_id)
-            .outerjoin(Iteration, Iteration.id == Episode.iteration_id)
-            .where(
-                Episode.run == run,
-                Episode.phase.in_(list(rollout_phases)),
-                PreferencePair.source.in_(list(sources)),
-            )
-            .order_by(PreferencePair.id)
-        )
-        if only_iteration:
-            stmt = stmt.where(Iteration.number == iteration)
-        else:
-            stmt = stmt.where(or_(Iteration.number.is_(None), Iteration.number <= iteration))
-        rows = session.execute(stmt).all()
-    clips = {int(r.clip_id): dict(r.arrays) for r in rows}
+    iterations = {"iteration": iteration} if only_iteration else {"max_iteration": iteration}
+    pairs = store.list_preference_pairs(
+        run=run, phases=list(rollout_phases), sources=list(sources), **iterations
+    )
+    pairs = [p for p in pairs if p.clip_id is not None]  # a pair without a clip has no features
+    clips = {c.id: c.arrays for c in store.list_clips(ids=sorted({int(p.clip_id) for p in pairs}))}
     usable = training_clips(list(clips.items()), FEATURE_KEYS, spec, f"preference pairs of run {run!r}")
     kept, plans_c, plans_r, has_control = [], [], [], []
-    for r in rows:
-        if int(r.clip_id) not in usable:
+    for pair in pairs:
+        if pair.clip_id not in usable:
             continue
+        if pair.clip_row is None:
+            raise DatasetError(
+                f"preference pair {pair.id} names clip {pair.clip_id}, which does not hold its tick "
+                f"{pair.frame}; rebuild the pairs (takeover train dpo)"
+            )
         # Plans are stored as [x, y] or [x, y, speed] points; an empty plan becomes (0, 0) and fails below.
-        chosen = np.asarray(r.chosen, np.float32).reshape(len(r.chosen), -1)[:, :2]
-        rejected = np.asarray(r.rejected, np.float32).reshape(len(r.rejected), -1)[:, :2]
+        chosen = np.asarray(pair.chosen, np.float32).reshape(len(pair.chosen), -1)[:, :2]
+        rejected = np.asarray(pair.rejected, np.float32).reshape(len(pair.rejected), -1)[:, :2]
         if chosen.shape != (k, 2) or rejected.shape != (k, 2):
             raise DatasetError(
-                f"preference pair {r.id} has plans of {len(chosen)} and {len(rejected)} points; the policy "
+                f"preference pair {pair.id} has plans of {len(chosen)} and {len(rejected)} points; the policy "
                 f"predicts {k} waypoints. Rebuild the pairs for this policy (takeover train dpo)"
             )
-        kept.append(r)
+        kept.append(pair)
         plans_c.append(chosen)
         plans_r.append(rejected)
-        meta = clips[int(r.clip_id)]
+        meta = clips[pair.clip_id]
         has_control.append(
-            r.source == PairSource.EXPERT_VS_POLICY
+            pair.source == PairSource.EXPERT_VS_POLICY
             and all(key in meta for key in ("expert_control", "policy_control"))
         )
     if not kept:
@@ -604,13 +545,13 @@ def select_pairs(
             np.zeros(0, bool), np.zeros(0, np.float32),
         )  # fmt: skip
     return PairIndex(
-        np.array([r.id for r in kept], np.int64),
-        np.array([r.clip_id for r in kept], np.int64),
-        np.array([r.frame - r.start_frame for r in kept], np.int64),
+        np.array([p.id for p in kept], np.int64),
+        np.array([p.clip_id for p in kept], np.int64),
+        np.array([p.clip_row for p in kept], np.int64),
         np.stack(plans_c),
         np.stack(plans_r),
         np.array(has_control, bool),
-        np.array([r.weight for r in kept], np.float32),
+        np.array([p.weight for p in kept], np.float32),
     )
 
 

@@ -1,4 +1,8 @@
-"""`run_episode`: one route in closed loop with the policy, the shadow expert and the takeover monitor.
+"""One route in closed loop with the policy, the shadow expert and the takeover monitor.
+
+`EpisodeStepper` is the episode, one tick at a time (start, tick -> Control, finish -> EpisodeResult),
+for whoever owns the loop: `run_episode` drives it over a Simulator; the Bench2Drive leaderboard agent
+(carla_bridge/leaderboard_agent.py) drives it from the evaluator's run_step.
 
 Every tick (20 Hz): the expert plans in shadow mode, the policy acts, the monitor decides who drives,
 and the driver's control is applied. A ring buffer keeps the last `pre_window_s` of ticks so that
@@ -12,8 +16,9 @@ Modes (`EpisodeConfig.mode`):
   expert    the expert drives all the time; every `demo_stride`-th tick is stored, in clips of at most
             `demo_clip_frames` frames (demonstrations, phase "expert").
 
-The leaderboard record comes from the route's scoring (carla_bridge.scoring.RouteCriteria): the
-simulator's own when it exposes one as `sim.criteria`, else one the runner feeds with every snapshot.
+The leaderboard record comes from the route's scoring (carla_bridge.scoring.RouteCriteria), which the
+loop's owner keeps: in run_episode the simulator's own when it exposes one as `sim.criteria`, else one
+the runner feeds with every snapshot.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,13 +39,16 @@ from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
 from carla_bridge.scoring import RouteCriteria
 from carla_bridge.scoring import RouteRecord as LeaderboardRecord
-from carla_bridge.snapshot import Control
+from carla_bridge.simulator import FIXED_DELTA_S
+from carla_bridge.snapshot import Control, InfractionEvent
 from storage.records import ClipRecord, EpisodeRecord, TakeoverRecord
 from storage.records import RouteRecord as StoredRoute
 from takeover.clips import ClipLayout, ClipPhase, FeatureSource, TickRecord, build_clip_arrays
 from takeover.monitor import TIME_EPS_S, Driver, MonitorDecision, TakeoverMonitor
 
 if TYPE_CHECKING:
+    import carla
+
     from carla_bridge.route import DenseRoute, Route
     from carla_bridge.simulator import Simulator
     from carla_bridge.snapshot import WorldSnapshot
@@ -206,7 +214,7 @@ def _running_scenario(snapshot: WorldSnapshot) -> str | None:
 
 
 class _EpisodeRun:
-    """State of one run_episode call (kept out of the function to keep each step readable)."""
+    """Clip bookkeeping of one episode: the ring buffer, open takeovers, finished clips, demo frames."""
 
     def __init__(
         self,
@@ -350,6 +358,227 @@ def _plan_times(
     raise EpisodeError("cannot tell the plan times to store: pass feature_config (the policy's config)")
 
 
+def _check_parts(
+    mode: EpisodeMode, policy: Any | None, expert: PDMLiteExpert | None, monitor: TakeoverMonitor | None
+) -> None:
+    """EpisodeError when `mode` lacks the policy, expert or monitor it drives with."""
+    if mode in (EpisodeMode.TAKEOVER, EpisodeMode.POLICY) and policy is None:
+        raise EpisodeError(f"episode mode {mode.value!r} needs a policy; pass one (or use mode=expert)")
+    if mode in (EpisodeMode.TAKEOVER, EpisodeMode.EXPERT) and expert is None:
+        raise EpisodeError(f"episode mode {mode.value!r} needs an expert (experts.expert.PDMLiteExpert)")
+    if mode is EpisodeMode.TAKEOVER and monitor is None:
+        raise EpisodeError(
+            "episode mode 'takeover' needs a TakeoverMonitor; use mode=policy to drive without"
+        )
+
+
+class EpisodeStepper:
+    """One closed-loop episode, one tick at a time, for whoever owns the loop.
+
+    `run_episode` owns the loop over a Simulator; the Bench2Drive leaderboard agent cannot (the
+    evaluator calls its run_step every tick), so it drives the same stepper from run_step:
+
+        stepper = EpisodeStepper(route, seed, policy, expert, monitor, config, cmap=cmap)
+        stepper.start(first_snapshot)
+        every tick: control = stepper.tick(snapshot)   # the first tick gets first_snapshot too
+        result = stepper.finish(record, events)        # record: the route's leaderboard record
+
+    `tick` is the whole per-tick step (see the module docstring): the shadow expert plans, the policy
+    acts, the monitor decides who drives, and the tick enters the ring buffer and the clips. Scoring
+    the route (and deciding when it ends) stays with the loop's owner, who passes the record and the
+    infraction events to `finish`. The wall clock of the episode starts when the stepper is made.
+    """
+
+    def __init__(
+        self,
+        route: Route,
+        seed: int,
+        policy: Any | None,
+        expert: PDMLiteExpert | None,
+        monitor: TakeoverMonitor | None,
+        config: EpisodeConfig,
+        *,
+        tags: EpisodeTags | None = None,
+        feature_config: PolicyConfig | None = None,
+        cmap: carla.Map | None = None,
+        dt_s: float = FIXED_DELTA_S,
+    ) -> None:
+        """Check the config and the parts the mode needs (EpisodeError); nothing is reset yet.
+
+        `policy` needs `reset(route, cmap, seed)` and `act(snapshot) -> (Control, PolicyPlan)` (the
+        takeover.policy.Policy shape). Clip features come from `feature_config` (a PolicyConfig: its
+        bev and features sections), else from the policy's own `feature_builder` when it has one, else
+        clips carry no feat_* keys. `cmap` is the route's carla.Map (or give it to `start`); `dt_s` the
+        simulator's fixed step, which turns the clip windows' seconds into ticks.
+        """
+        self.mode = validate_episode_config(config)
+        _check_parts(self.mode, policy, expert, monitor)
+        if not dt_s > 0:
+            raise EpisodeError(f"the simulator step dt_s={dt_s} must be > 0 s")
+        self.route = route
+        self.seed = seed
+        self.policy = policy
+        self.expert = expert
+        self.monitor = monitor
+        self.config = config
+        self.tags = tags or EpisodeTags()
+        self.feature_config = feature_config
+        self.cmap = cmap
+        self.dt_s = float(dt_s)
+        self._wall0 = time.perf_counter()
+        self._started_at = datetime.now(UTC)
+        self._run: _EpisodeRun | None = None
+        self._finished = False
+        self._t0 = 0.0
+        self._first_frame = 0
+        self._last: WorldSnapshot | None = None
+        self._last_xy = np.zeros(2)
+        self.n_ticks = 0
+        self.distance_m = 0.0  # driven by the ego over the snapshots seen so far
+
+    @property
+    def started(self) -> bool:
+        return self._run is not None
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds since the stepper was made (the record's duration_system)."""
+        return time.perf_counter() - self._wall0
+
+    @property
+    def uses_policy(self) -> bool:
+        return self.mode is not EpisodeMode.EXPERT
+
+    @property
+    def uses_expert(self) -> bool:
+        return self.mode is not EpisodeMode.POLICY
+
+    def start(self, snapshot: WorldSnapshot, cmap: carla.Map | None = None) -> None:
+        """Reset the policy, expert and monitor for the route; `snapshot` is the episode's first tick."""
+        if self._run is not None:
+            raise EpisodeError("this episode has already started; make a new EpisodeStepper per episode")
+        route = self.route
+        if route.dense is None:
+            raise EpisodeError(f"route {route.id} has no dense interpolation; plan it before starting")
+        cmap = cmap if cmap is not None else self.cmap
+        if cmap is None:
+            raise EpisodeError("EpisodeStepper.start needs the route's carla.Map: pass cmap=")
+        self.cmap = cmap
+        mode = self.mode
+        if self.uses_policy:
+            self.policy.reset(route, cmap, self.seed)
+        if self.uses_expert:
+            assert self.expert is not None
+            self.expert.reset(route, cmap)
+        if mode is EpisodeMode.TAKEOVER:
+            assert self.monitor is not None
+            self.monitor.reset(route, cmap)
+        features: FeatureSource | None = None
+        if self.config.store_features and mode is not EpisodeMode.POLICY:
+            if self.feature_config is not None:
+                from takeover.policy.features import FeatureBuilder
+
+                fc = self.feature_config
+                features = FeatureBuilder(fc.features, fc.bev, cmap, route.dense)
+            elif self.uses_policy and hasattr(self.policy, "feature_builder"):
+                features = self.policy.feature_builder
+        layout = ClipLayout(  # policy-mode episodes store no clips
+            plan_times_s=np.zeros(0)
+            if mode is EpisodeMode.POLICY
+            else _plan_times(mode, self.feature_config, self.policy, self.expert),
+            max_actors=self.config.clip_max_actors,
+            actor_radius_m=self.config.clip_actor_radius_m,
+            route_margin_m=self.config.clip_route_margin_m,
+        )
+        self._run = _EpisodeRun(route, mode, self.config, self.dt_s, layout, features)
+        self._t0 = float(snapshot.time_s)
+        self._first_frame = int(snapshot.frame)
+        self._last = snapshot
+        self._last_xy = snapshot.ego.pose.xy
+
+    def _advance(self, snapshot: WorldSnapshot) -> None:
+        xy = snapshot.ego.pose.xy
+        self.distance_m += float(np.hypot(*(xy - self._last_xy)))
+        self._last_xy = xy
+        self._last = snapshot
+
+    def tick(self, snapshot: WorldSnapshot) -> Control:
+        """Decide one tick: the control to apply (the expert's while it has taken over, else the policy's)."""
+        run = self._run
+        if run is None:
+            raise EpisodeError("EpisodeStepper.tick before start(first snapshot)")
+        if self._finished:
+            raise EpisodeError("EpisodeStepper.tick after finish(); make a new stepper per episode")
+        self._advance(snapshot)
+        mode = self.mode
+        expert = self.expert
+        expert_plan = expert.plan(snapshot) if self.uses_expert and expert is not None else None
+        policy_control: Control | None = None
+        policy_plan = None
+        if self.uses_policy:
+            policy_control, policy_plan = self.policy.act(snapshot)
+        decision: MonitorDecision | None = None
+        if mode is EpisodeMode.TAKEOVER:
+            assert self.monitor is not None and expert_plan is not None and policy_plan is not None
+            decision = self.monitor.update(snapshot, policy_plan, expert_plan)
+            driver = decision.driver
+        else:
+            driver = Driver.EXPERT if mode is EpisodeMode.EXPERT else Driver.POLICY
+        if driver is Driver.EXPERT:
+            assert expert_plan is not None
+            control = expert_plan.control
+        else:
+            assert policy_control is not None
+            control = policy_control
+        run.on_tick(TickRecord(self.n_ticks, snapshot, driver, control, policy_plan, expert_plan), decision)
+        self.n_ticks += 1
+        return control
+
+    def finish(
+        self,
+        record: LeaderboardRecord,
+        events: Sequence[InfractionEvent] = (),
+        final: WorldSnapshot | None = None,
+    ) -> EpisodeResult:
+        """Close the open clips and return the episode's records.
+
+        `record` is the route's leaderboard record and `events` its infractions (RouteCriteria.record()
+        and .events); `final` the snapshot the route ended on when it was not ticked (the simulator's
+        answer to the last control): its time and position count in the episode's duration and distance.
+        """
+        run = self._run
+        if run is None:
+            raise EpisodeError("EpisodeStepper.finish before start(first snapshot): nothing was driven")
+        if self._finished:
+            raise EpisodeError("EpisodeStepper.finish called twice")
+        self._finished = True
+        if final is not None:
+            self._advance(final)
+        takeovers = run.finish()
+        wall = self.elapsed_s
+        assert self._last is not None
+        sim_time = float(self._last.time_s) - self._t0
+        episode = _episode_record(
+            self.route, self.seed, self.tags, self.mode, self.config, record, events, self.distance_m,
+            sim_time, self.n_ticks, run.expert_ticks, self._first_frame, self._started_at,
+        )  # fmt: skip
+        return EpisodeResult(
+            record=record,
+            episode=episode,
+            takeovers=tuple(takeovers),
+            clips=tuple(run.clips),
+            distance_m=self.distance_m,
+            n_ticks=self.n_ticks,
+            expert_ticks=run.expert_ticks,
+            sim_time_s=sim_time,
+            wall_time_s=wall,
+        )
+
+
 def run_episode(
     sim: Simulator,
     route: Route,
@@ -365,64 +594,19 @@ def run_episode(
 ) -> EpisodeResult:
     """Drive `route` once (see the module docstring) and return its records.
 
-    `policy` needs `reset(route, cmap, seed)` and `act(snapshot) -> (Control, PolicyPlan)` (the
-    takeover.policy.Policy shape). Clip features come from `feature_config` (a PolicyConfig: its bev
-    and features sections), else from the policy's own `feature_builder` when it has one, else clips
-    carry no feat_* keys. `on_tick(tick, snapshot)` is called before each tick is decided (progress,
-    instrumentation).
+    The loop over `sim` around an EpisodeStepper (its docstring says what `policy` and
+    `feature_config` must be): reset, then tick and step until the route's scoring ends the route or
+    `max_time_s` has passed. `on_tick(tick, snapshot)` is called before each tick is decided
+    (progress, instrumentation).
     """
-    mode = validate_episode_config(config)
-    tags = tags or EpisodeTags()
-    if mode in (EpisodeMode.TAKEOVER, EpisodeMode.POLICY) and policy is None:
-        raise EpisodeError(f"episode mode {mode.value!r} needs a policy; pass one (or use mode=expert)")
-    if mode in (EpisodeMode.TAKEOVER, EpisodeMode.EXPERT) and expert is None:
-        raise EpisodeError(f"episode mode {mode.value!r} needs an expert (experts.expert.PDMLiteExpert)")
-    if mode is EpisodeMode.TAKEOVER and monitor is None:
-        raise EpisodeError(
-            "episode mode 'takeover' needs a TakeoverMonitor; use mode=policy to drive without"
-        )
-
-    wall0 = time.perf_counter()
-    started = datetime.now(UTC)
-    snap = sim.reset(route, seed)
-    if route.dense is None:
-        raise EpisodeError(f"route {route.id} has no dense interpolation after reset; plan it first")
-    cmap = sim.map
-    uses_policy = mode is not EpisodeMode.EXPERT
-    uses_expert = mode is not EpisodeMode.POLICY
-    if uses_policy:
-        policy.reset(route, cmap, seed)
-    if uses_expert:
-        assert expert is not None
-        expert.reset(route, cmap)
-    if mode is EpisodeMode.TAKEOVER:
-        assert monitor is not None
-        monitor.reset(route, cmap)
-    scoring = _Scoring(sim, route)
-
-    features: FeatureSource | None = None
-    if config.store_features and mode is not EpisodeMode.POLICY:
-        if feature_config is not None:
-            from takeover.policy.features import FeatureBuilder
-
-            features = FeatureBuilder(feature_config.features, feature_config.bev, cmap, route.dense)
-        elif uses_policy and hasattr(policy, "feature_builder"):
-            features = policy.feature_builder
-    layout = ClipLayout(  # policy-mode episodes store no clips
-        plan_times_s=np.zeros(0)
-        if mode is EpisodeMode.POLICY
-        else _plan_times(mode, feature_config, policy, expert),
-        max_actors=config.clip_max_actors,
-        actor_radius_m=config.clip_actor_radius_m,
-        route_margin_m=config.clip_route_margin_m,
+    stepper = EpisodeStepper(
+        route, seed, policy, expert, monitor, config, tags=tags, feature_config=feature_config, dt_s=sim.dt
     )
-    state = _EpisodeRun(route, mode, config, sim.dt, layout, features)
-
+    snap = sim.reset(route, seed)
+    stepper.start(snap, sim.map)
+    scoring = _Scoring(sim, route)
     t0 = float(snap.time_s)
-    first_frame = int(snap.frame)
-    distance = 0.0
-    tick = 0
-    last_xy = snap.ego.pose.xy
+    final: WorldSnapshot | None = None  # the snapshot the loop stopped on, once stepped to
     while True:
         scoring.update(snap)
         if scoring.criteria.done or (
@@ -430,51 +614,10 @@ def run_episode(
         ):
             break
         if on_tick is not None:
-            on_tick(tick, snap)
-        expert_plan = expert.plan(snap) if uses_expert and expert is not None else None
-        policy_control: Control | None = None
-        policy_plan = None
-        if uses_policy:
-            policy_control, policy_plan = policy.act(snap)
-        decision: MonitorDecision | None = None
-        if mode is EpisodeMode.TAKEOVER:
-            assert monitor is not None and expert_plan is not None and policy_plan is not None
-            decision = monitor.update(snap, policy_plan, expert_plan)
-            driver = decision.driver
-        else:
-            driver = Driver.EXPERT if mode is EpisodeMode.EXPERT else Driver.POLICY
-        if driver is Driver.EXPERT:
-            assert expert_plan is not None
-            control = expert_plan.control
-        else:
-            assert policy_control is not None
-            control = policy_control
-        state.on_tick(TickRecord(tick, snap, driver, control, policy_plan, expert_plan), decision)
-        snap = sim.step(control)
-        tick += 1
-        xy = snap.ego.pose.xy
-        distance += float(np.hypot(*(xy - last_xy)))
-        last_xy = xy
-
-    takeovers = state.finish()
-    wall = time.perf_counter() - wall0
-    record = scoring.criteria.record(index=0, duration_system_s=wall)
-    sim_time = float(snap.time_s) - t0
-    episode = _episode_record(
-        route, seed, tags, mode, config, record, scoring.criteria, distance, sim_time, tick,
-        state.expert_ticks, first_frame, started,
-    )  # fmt: skip
-    return EpisodeResult(
-        record=record,
-        episode=episode,
-        takeovers=tuple(takeovers),
-        clips=tuple(state.clips),
-        distance_m=distance,
-        n_ticks=tick,
-        expert_ticks=state.expert_ticks,
-        sim_time_s=sim_time,
-        wall_time_s=wall,
-    )
+            on_tick(stepper.n_ticks, snap)
+        snap = final = sim.step(stepper.tick(snap))
+    record = scoring.criteria.record(index=0, duration_system_s=stepper.elapsed_s)
+    return stepper.finish(record, scoring.criteria.events, final)
 
 
 def _episode_record(
@@ -484,7 +627,7 @@ def _episode_record(
     mode: EpisodeMode,
     config: EpisodeConfig,
     record: LeaderboardRecord,
-    criteria: RouteCriteria,
+    events: Sequence[InfractionEvent],
     distance_m: float,
     sim_time_s: float,
     n_ticks: int,
@@ -509,7 +652,7 @@ def _episode_record(
             "actor_id": int(event.actor_id),
             "value": float(event.value),
         }
-        for event in criteria.events
+        for event in events
     ]
     return EpisodeRecord(
         run=tags.run,
@@ -548,6 +691,7 @@ __all__ = [
     "EpisodeError",
     "EpisodeMode",
     "EpisodeResult",
+    "EpisodeStepper",
     "EpisodeTags",
     "load_episode_config",
     "run_episode",

@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,60 @@ def test_ego_source_decides_whether_gnss_is_believed(tmp_path, maps, route, chec
     kinds = {i["kind"] for i in agent.result.episode.infractions}
     assert ("route_deviation" in kinds) == deviates
     assert agent.stored is None  # record: false
+
+
+def test_the_agent_decides_every_tick_on_the_evaluators_thread(
+    tmp_path, maps, route, checkpoint, monkeypatch
+):
+    # Given a policy that notes the thread it is asked on, and the threads alive before the route
+    asked_on: list[threading.Thread] = []
+    act = HybridPolicy.act
+
+    def noting_act(self, snapshot):
+        asked_on.append(threading.current_thread())
+        return act(self, snapshot)
+
+    monkeypatch.setattr(HybridPolicy, "act", noting_act)
+    before = set(threading.enumerate())
+    sim = EmbeddedSimulator(load_config(SimConfig, "sim"), maps)
+    agent = TakeoverAgent()
+    config = agent_yaml(tmp_path, checkpoint, route_id=route.id, record=False)
+    # When the evaluator drives it for 10 ticks
+    drive_agent_on_embedded(agent, sim, route, 0, config, max_ticks=10)
+    # Then every tick was decided on the evaluator's own thread, and no thread was left behind
+    assert len(asked_on) == 10 and set(asked_on) == {threading.current_thread()}
+    assert set(threading.enumerate()) == before
+    assert agent.result.n_ticks == 10
+
+
+def test_a_route_ended_before_its_first_tick_stores_nothing(tmp_path, maps, route, checkpoint):
+    sim = EmbeddedSimulator(load_config(SimConfig, "sim"), maps)
+    agent = TakeoverAgent()
+    drive_agent_on_embedded(
+        agent, sim, route, 0, agent_yaml(tmp_path, checkpoint, route_id=route.id), max_ticks=0
+    )
+    assert agent.result is None and agent.stored is None
+    assert not (tmp_path / "takeover.db").exists()
+
+
+def test_a_policy_failing_mid_route_stores_no_half_episode(tmp_path, maps, route, checkpoint, monkeypatch):
+    # Given a policy that raises on its 6th tick
+    act = HybridPolicy.act
+    calls = {"n": 0}
+
+    def failing_act(self, snapshot):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RuntimeError("policy exploded")
+        return act(self, snapshot)
+
+    monkeypatch.setattr(HybridPolicy, "act", failing_act)
+    sim = EmbeddedSimulator(load_config(SimConfig, "sim"), maps)
+    agent = TakeoverAgent()
+    config = agent_yaml(tmp_path, checkpoint, route_id=route.id, episode_outbox=str(tmp_path / "outbox"))
+    # When the evaluator drives it: the tick's error reaches the evaluator (and destroy adds no other)
+    with pytest.raises(RuntimeError, match="policy exploded"):
+        drive_agent_on_embedded(agent, sim, route, 0, config, max_ticks=20)
+    # Then neither the outbox nor the database holds the episode
+    assert agent.stored is None and read_bundles(tmp_path / "outbox") == []
+    assert not (tmp_path / "takeover.db").exists()

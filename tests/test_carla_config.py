@@ -78,6 +78,6 @@ def test_missing_or_broken_agent_config_names_the_file(tmp_path: Path):
     with pytest.raises(CarlaConfigError, match="does not exist"):
         load_agent_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("tick_timeout_s: soon\n")
+    bad.write_text("speed_sensor_hz: often\n")
     with pytest.raises(CarlaConfigError, match=r"bad\.yaml is invalid"):
         load_agent_config(bad)

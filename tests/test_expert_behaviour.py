@@ -26,6 +26,7 @@ from carla_bridge.snapshot import (
     TrafficLightState,
 )
 from experts.config import ExpertConfig
+from experts.errors import ExpertError
 from experts.expert import ExpertPlan, PDMLiteExpert, Reason
 from experts.forecast import bicycle_step
 from experts.geometry import boxes_overlap
@@ -386,3 +387,25 @@ def test_traffic_on_another_level_is_ignored(town04):
     trace = drive(expert, route, 10.0, 8.0, 6.0, [below])
     assert trace.speeds.min() > 7.0
     assert not trace.reasons() & {Reason.LEADING_VEHICLE, Reason.FORECAST_COLLISION, Reason.OBSTACLE}
+
+
+def test_waits_at_the_junction_entry_for_crossing_traffic(town01):
+    # heading east from (105, 59.5) the lane crosses a four-way junction straight about 40 m on; a car
+    # crosses the ego's path 4 m inside the junction, coming from 30 m to the right at 8 m/s
+    route = lane_route(town01, 105.0, 59.5, 120)
+    expert = _expert(route, town01)
+    entry = float(expert.route.junctions[0][0])
+    x, y, yaw = point_on_route(route, entry + 4.0, lateral_m=30.0)
+    crosser = Mover(ActorSpec(90, ActorKind.VEHICLE, x, y, yaw - math.pi / 2, 8.0))
+    trace = drive(expert, route, entry - 22.0, 6.0, 12.0, [crosser])
+    assert not trace.collided_with
+    fronts = [_route_frame(route, e[0], e[1])[0] + EGO_EXTENT[0] for e in trace.ego]
+    k_cross = int((30.0 - 2.0) / 8.0 / DT)  # the car reaches the ego's path about then
+    assert max(fronts[:k_cross]) < entry + 1.0  # held at the junction entry while it crossed
+    assert fronts[-1] > entry + 10.0  # and went on afterwards
+    assert any(p.reason == Reason.FORECAST_COLLISION and p.reason_actor_id == 90 for p in trace.plans)
+
+
+def test_planning_before_reset_is_one_clear_error():
+    with pytest.raises(ExpertError, match=r"reset\(route, cmap\)"):
+        PDMLiteExpert(ExpertConfig()).plan(snapshot(0.0, 0.0, 0.0, 0.0))

@@ -23,7 +23,9 @@ def test_expert_drives_built_in_routes_without_collisions():
     table = format_table(runs)
     assert len(runs) == 3, table
     for run in runs:
-        collisions = [m for k, msgs in run.record.infractions.items() if k.startswith("collisions") for m in msgs]
+        collisions = [
+            m for k, msgs in run.record.infractions.items() if k.startswith("collisions") for m in msgs
+        ]
         assert not collisions, table
         assert run.record.scores.score_route == pytest.approx(100.0), table
         assert run.driving_score >= 90.0, table

@@ -150,7 +150,9 @@ def test_long_standing_vehicle_is_an_obstacle_except_queued_before_a_junction(to
 def test_mutual_wait_turns_the_other_actor_into_an_obstacle(town01):
     route = lane_route(town01, 392.38, 20.0, 200)
     x, y, yaw = point_on_route(route, 22.0, 1.2)
-    bike = ActorSpec(1, ActorKind.BICYCLE, x, y, yaw + 0.7, extent=(0.9, 0.3, 0.8))  # standing across the lane edge
+    bike = ActorSpec(
+        1, ActorKind.BICYCLE, x, y, yaw + 0.7, extent=(0.9, 0.3, 0.8)
+    )  # standing across the lane edge
     plan, _ = _plan(route, town01, [bike], ego_s=10.0, ego_v=0.0)
     assert not plan.bumps
     plan, _ = _plan(route, town01, [bike], ego_s=10.0, ego_v=0.0, deadlocked=frozenset({1}))

@@ -106,9 +106,10 @@ def test_lane_change_jump_becomes_a_smooth_ramp():
     x = np.arange(0.0, 101.0)
     y = np.where(x <= 50.0, 0.0, -3.5)
     xy = np.stack([x, y], axis=1)
-    out, centres = smooth_lane_changes(xy, np.zeros(len(x)), np.full(len(x), 30.0), 1.0)
+    out, windows = smooth_lane_changes(xy, np.zeros(len(x)), np.full(len(x), 30.0), 1.0)
     # then the jump is spread over the 30 m window centred on it, monotone, ending in the new lane
-    assert centres == pytest.approx([50.0], abs=0.6)
+    assert windows.shape == (1, 3)
+    assert windows[0] == pytest.approx([35.0, 65.0, -3.5], abs=0.6)
     assert np.all(np.diff(out[:, 1]) <= 1e-9)
     assert np.abs(np.diff(out[:, 1])).max() < 0.25
     assert out[0, 1] == 0.0 and out[-1, 1] == -3.5
@@ -124,6 +125,7 @@ def test_planner_lane_change_points_are_resmoothed_longer(town04):
     d.commands[48:52] = RoadOption.CHANGELANELEFT
     p = prepare_route(route, town04, CFG, SPEED)
     assert len(p.lane_changes) == 1 and p.lane_changes[0] == pytest.approx(50.0, abs=2.0)
+    assert len(p.lane_change_windows) == 1 and p.lane_change_windows[0, 2] == pytest.approx(-3.5, abs=0.1)
     # the lateral move now takes about duration x cruise speed, well beyond the planner's 4 m
     lat = p.xy[:, 1] - 30.4
     moving = np.flatnonzero((lat < -0.1) & (lat > -3.4))

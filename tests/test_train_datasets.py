@@ -6,19 +6,23 @@ import numpy as np
 import pytest
 import torch
 from test_train_synthetic import (  # noqa: F401 (one_torch_thread is an autouse fixture)
+    DT_S,
     HANDBACK,
     OBSTACLE_FROM,
     PRE_START,
     TINY_POLICY,
     TRIGGER,
     K,
+    clip_arrays,
     one_torch_thread,
     open_store,
+    route,
     write_synthetic_run,
 )
 
 from carla_bridge.bev import BevConfig
-from storage import PreferencePairRecord
+from storage import ClipRecord, EpisodeRecord, PreferencePairRecord
+from storage.clip_format import DRIVER_EXPERT
 from takeover.datasets import (
     BlockShuffleSampler,
     DataConfig,
@@ -193,3 +197,25 @@ def test_missing_data_config_values_are_rejected():
         validate_data_config(DataConfig(takeover_weight=-1.0), "dagger.data")
     with pytest.raises(DatasetError, match="cache_clips"):
         validate_data_config(DataConfig(cache_clips=0), "bc.data")
+
+
+def test_strided_demonstration_frames_index_their_clip_rows(tmp_path):
+    # Given a demonstration stored like the episode runner stores it: every 5th tick, with a frame key
+    stride, n = 5, 12
+    rng = np.random.default_rng(3)
+    arrays = clip_arrays(rng, 0, n, np.zeros(n, bool), np.full(n, DRIVER_EXPERT), 6.0, 2.0, False)
+    arrays["frame"] = stride * np.arange(n)
+    arrays["time_s"] = arrays["frame"] * DT_S
+    arrays["feat_speed"] = np.linspace(1.0, 12.0, n).astype(np.float32)  # tells the rows apart
+    episode = EpisodeRecord("strided", route("demo-strided"), "embedded", 0, 30.0, stride * n * DT_S,
+                            stride * n, phase="expert")  # fmt: skip
+    with open_store(tmp_path) as store:
+        store.ingest_episode(episode, [], [ClipRecord("demo", 0, arrays)])
+        # When its frames are selected and read
+        index = select_demo_frames(store, "strided", DataConfig(), SPEC)
+        dataset = FrameDataset(store, index, cache_clips=1)
+        speeds = [float(dataset[i].speed) for i in range(len(dataset))]
+    # Then each tick points at its own row of the clip (row k holds tick 5k), not at row = tick
+    assert index.frame.tolist() == arrays["frame"].tolist()
+    assert index.row.tolist() == list(range(n))
+    assert speeds == pytest.approx(arrays["feat_speed"].tolist())

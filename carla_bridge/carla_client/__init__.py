@@ -4,8 +4,7 @@ Bench2Drive's leaderboard evaluator running this project's agent (carla_bridge/l
 Modules: `config` (CarlaConfig, conf/carla.yaml), `connection` (connect with timeouts), `actors`,
 `signals`, `snapshot_builder` (CARLA actors -> WorldSnapshot, pure), `weather`, `sensors`,
 `backend` (CarlaSimulator), `server` (CarlaServer, CarlaServerPool), `leaderboard` (evaluator runs),
-`leaderboard_io` (input_data, global plan, ego from sensors), `episode_bridge` (run_episode inside
-the evaluator's loop), `episode_outbox` (agent -> store hand-over), `world_sources`,
+`leaderboard_io` (input_data, global plan, ego from sensors), `episode_outbox` (agent -> store hand-over), `world_sources`,
 `leaderboard_harness` (the embedded simulator driving the agent like the evaluator).
 
 Nothing here needs a server at import time; only `CarlaSimulator.reset` and the pool talk to one.

@@ -190,7 +190,6 @@ class AgentConfig:
     record: bool = True  # write the episode and its takeovers
     episode_outbox: str = ""  # set: leave the episode there for the launcher to ingest; empty: ingest here
     metric_info_dir: str = ""  # Bench2Drive metric_info.json root; empty: $SAVE_PATH, else not written
-    tick_timeout_s: float = 120.0  # the policy + expert + monitor must decide a tick within this
     speed_sensor_hz: float = 20.0
     gnss_sensor_tick_s: float = 0.01
     imu_sensor_tick_s: float = 0.05

@@ -22,3 +22,13 @@ __all__ = [
     "DONE", "FAILED", "PENDING", "RUNNING", "SKIPPED", "TIMED_OUT",
     "Scenario", "register", "registered_types", "scenario_class",
 ]  # fmt: skip
+
+# Bench2Drive scenario types (registration side effects; after base so the package is complete)
+from carla_bridge.embedded.scenarios import accident as _accident  # noqa: F401
+from carla_bridge.embedded.scenarios import control_loss as _control_loss  # noqa: F401
+from carla_bridge.embedded.scenarios import cut_in as _cut_in  # noqa: F401
+from carla_bridge.embedded.scenarios import emergency as _emergency  # noqa: F401
+from carla_bridge.embedded.scenarios import invading_turn as _invading_turn  # noqa: F401
+from carla_bridge.embedded.scenarios import junctions as _junctions  # noqa: F401
+from carla_bridge.embedded.scenarios import merging as _merging  # noqa: F401
+from carla_bridge.embedded.scenarios import pedestrians as _pedestrians  # noqa: F401

@@ -88,7 +88,7 @@ class _BlockedLane(Scenario):
         self.place(world, spec)
         i0 = world.route_index_at_s(self.block_s - KEEP_CLEAR_BEFORE_M)
         i1 = world.route_index_at_s(self.last_s + KEEP_CLEAR_AFTER_M)
-        clear_lane_stretch(world, world.route_nodes[i0 : i1 + 1], KEEP_CLEAR_AFTER_M)
+        clear_lane_stretch(world, world.route_nodes[i0 : i1 + 1])
 
     def place(self, world: World, spec: ScenarioSpec) -> None:
         raise NotImplementedError
@@ -98,7 +98,7 @@ class _BlockedLane(Scenario):
             length = ONCOMING_SOURCE_AHEAD_M + (self.block_s - self.trigger_s) + ONCOMING_EXTRA_M
             self.flow = oncoming_flow(world, self.block_node, ONCOMING_SOURCE_AHEAD_M, length, self._gaps)
             if self.flow is not None:
-                clear_lane_stretch(world, self.flow.nodes, KEEP_CLEAR_AFTER_M)
+                clear_lane_stretch(world, self.flow.nodes)
                 self.flow.fill(world)
 
     def passed(self, world: World) -> bool:
@@ -115,7 +115,7 @@ class _BlockedLane(Scenario):
         for aid in self.actor_ids:
             world.remove_actor(aid)
 
-    def actors_on_route(self, world: World, s: float, right_m: float, type_id: str, role: ActorRole) -> int:
+    def spawn_on_route(self, world: World, s: float, right_m: float, type_id: str, role: ActorRole) -> int:
         """Spawn a standing actor on the route lane at arc length `s`, shifted `right_m` to the right."""
         _, node = route_node_at_s(world, s)
         g = world.graph
@@ -138,10 +138,10 @@ class Accident(_BlockedLane):
         cars = vehicles_of(ACCIDENT_CAR_CATEGORY)
         s1 = self.block_s + ACCIDENT_FIRST_GAP_M
         s2 = s1 + ACCIDENT_SECOND_GAP_M
-        self.actors_on_route(world, self.block_s, shift, POLICE_TYPE_ID, ActorRole.PARKED)
+        self.spawn_on_route(world, self.block_s, shift, POLICE_TYPE_ID, ActorRole.PARKED)
         for s in (s1, s2):
             bp = cars[int(world.rng.integers(len(cars)))]
-            self.actors_on_route(world, s, shift, bp.type_id, ActorRole.PARKED)
+            self.spawn_on_route(world, s, shift, bp.type_id, ActorRole.PARKED)
         self.last_s = s2
 
 
@@ -160,7 +160,7 @@ class HazardAtSideLane(_BlockedLane):
         self.bike_s = [self.block_s, self.block_s + BIKE_GAP_M]
         for k, s in enumerate(self.bike_s):
             type_id = BIKE_TYPE_IDS[int(world.rng.integers(len(BIKE_TYPE_IDS)))] if k else BIKE_TYPE_IDS[0]
-            self.actors_on_route(world, s, self.shift, type_id, ActorRole.SCENARIO)
+            self.spawn_on_route(world, s, self.shift, type_id, ActorRole.SCENARIO)
         self.last_s = self.bike_s[-1]
 
     def on_trigger(self, world: World) -> None:

@@ -27,6 +27,7 @@ from carla_bridge.embedded.scenarios.placement import node_behind, opposite_lane
 from carla_bridge.snapshot import ActorRole
 
 if TYPE_CHECKING:
+    from carla_bridge.embedded.traffic import TrafficModel
     from carla_bridge.embedded.world import World
 
 SOURCE_CLEARANCE_M = 9.0  # no spawn while any vehicle (or the ego) is this close to the source
@@ -95,7 +96,7 @@ class ActorFlow:
         while pos > 0.0 and (self.max_vehicles is None or self.spawned < self.max_vehicles):
             k = min(int(np.searchsorted(self.s, pos)), self.nodes.shape[0] - 2)
             if self._clear(world, int(self.nodes[k])):
-                self._spawn(world, k)
+                self.spawn(world, k)
             pos -= self._draw_gap(world)
         self._next_gap = self._draw_gap(world)
 
@@ -167,15 +168,17 @@ class ActorFlow:
         if not self._clear(world, int(self.nodes[0])):
             self._retry_at = world.time_s + RETRY_S
             return
-        self._spawn(world, 0)
+        self.spawn(world, 0)
         self._next_gap = self._draw_gap(world)
 
-    def _spawn(self, world: World, k: int) -> int:
-        bp = self._cars[int(world.rng.integers(len(self._cars)))]
+    def spawn(self, world: World, k: int, type_id: str | None = None) -> int:
+        """Spawn one flow vehicle at path node index `k` (a random car unless `type_id`); returns its id."""
+        if type_id is None:
+            type_id = self._cars[int(world.rng.integers(len(self._cars)))].type_id
         node = int(self.nodes[k])
         aid = world.spawn_lane_vehicle(
             node,
-            bp.type_id,
+            type_id,
             self.speed_mps,
             self.role,
             speed_cap=self.speed_mps,
@@ -190,7 +193,7 @@ class ActorFlow:
         self.spawned += 1
         return aid
 
-    def _hold_on_path(self, t, row: int, node: int) -> None:
+    def _hold_on_path(self, t: TrafficModel, row: int, node: int) -> None:
         g = self.graph
         seg = int(g.seg[node])
         nxt = self._next_seg.get(seg)

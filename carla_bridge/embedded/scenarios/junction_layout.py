@@ -147,15 +147,20 @@ def junction_after(
     ego_yaw = float(g.yaw[seg_last_node(g, ego_entry)])
     turn_change = wrap(float(d.yaw[exit_index]) - float(d.yaw[max(enter - 1, 0)]))
     turn = STRAIGHT if abs(turn_change) < STRAIGHT_TURN_RAD else (RIGHT if turn_change > 0 else LEFT)
+    approaches = tuple(_approaches(world, jid, ego_entry, ego_yaw))
+    # junction lanes of one entry overlap where they start, so the lane nearest to the first route
+    # points inside may be a sibling: the ego's lane is the one of its entry that leads to its exit
+    ego_approach = next(a for a in approaches if a.entry_seg == ego_entry)
+    into_exit = connector_into(g, ego_approach, exit_seg) if exit_seg >= 0 else -1
     return JunctionCrossing(
         junction_id=jid,
         enter_index=enter,
         exit_index=exit_index,
         ego_entry_seg=ego_entry,
-        ego_connector=connector,
+        ego_connector=into_exit if into_exit >= 0 else connector,
         ego_exit_seg=exit_seg,
         turn=turn,
-        approaches=tuple(_approaches(world, jid, ego_entry, ego_yaw)),
+        approaches=approaches,
     )
 
 

@@ -24,10 +24,11 @@ the ego's light is green (cross traffic red) until the scenario ends. The ego mu
 stop sign and yield.
 
 Adversaries (scenario_runner opposite_vehicle_taking_priority.py): OppositeVehicleRunningRedLight /
-OppositeVehicleTakingPriority: a vehicle waits on the approach at `direction` (default right) as far
-upstream as the ego's trigger is; when the ego is ADVERSARY_SYNC_TIME_S (or ADVERSARY_MIN_TRIGGER_M)
-from where their paths cross, it drives straight through at ADVERSARY_SPEED_MPS, ignoring the ego and
-the lights. RunningRedLight: an emergency vehicle; the ego's light is green, the adversary's red. The
+OppositeVehicleTakingPriority: a vehicle waits on the approach at `direction` (default right; at a T
+junction without a straight lane from that side, the side lane that crosses the ego's way, from that
+side or else the other) as far upstream as the ego's trigger is; when the ego is ADVERSARY_SYNC_TIME_S (or ADVERSARY_MIN_TRIGGER_M)
+from where their paths cross, it drives straight through at ADVERSARY_SPEED_MPS (on a turning lane at
+most sqrt(ADVERSARY_MAX_LATERAL_ACCEL_MPS2 / curvature)), ignoring the ego and the lights. RunningRedLight: an emergency vehicle; the ego's light is green, the adversary's red. The
 ego must brake and let it pass.
 """
 
@@ -73,7 +74,6 @@ if TYPE_CHECKING:
     from carla_bridge.embedded.world import World
 
 JUNCTION_END_M = 20.0  # done when the ego is this far past the junction exit
-CLEAR_RADIUS_M = 8.0  # background vehicles this close to a scenario path are removed at its start
 
 FLOW_DEFAULT_SPEED_MPS = 20.0
 FLOW_DEFAULT_GAPS_M = (25.0, 50.0)
@@ -88,8 +88,10 @@ CROSS_MAX_VEHICLES = 4  # a platoon, not a stream: the ego's own side must get i
 CROSS_SOURCE_M = 50.0
 CROSS_SINK_M = 30.0
 RED_HOLD_S = 10.0
+EGO_LIGHT_UNTOUCHED, EGO_LIGHT_RED_THEN_GREEN, EGO_LIGHT_GREEN = "", "red_then_green", "green"
 
 ADVERSARY_SPEED_MPS = 70.0 / 3.6
+ADVERSARY_MAX_LATERAL_ACCEL_MPS2 = 4.0  # on a turning junction lane: v <= sqrt(a_lat / max curvature)
 ADVERSARY_ACCEL_MPS2 = 50.0  # scenario_runner sets its velocity directly (constant-velocity agent)
 ADVERSARY_SYNC_TIME_S = 2.2
 ADVERSARY_MIN_TRIGGER_M = 9.0
@@ -146,7 +148,7 @@ class _JunctionScenario(Scenario):
         g = world.graph
         stop_node = seg_last_node(g, approach.entry_seg)
         source = node_behind(g, stop_node, max(source_m, 1.0))
-        segs = seg_path(g, int(g.seg[source]), approach.entry_seg) + [connector]
+        segs = [*seg_path(g, int(g.seg[source]), approach.entry_seg), connector]
         head = path_nodes_of_segments(g, segs, source, seg_last_node(g, connector))
         succ = g.successors(connector)
         if succ.size == 0:
@@ -171,7 +173,7 @@ class _FlowJunction(_JunctionScenario):
         self.nodes = self.path_through(
             world, self.source, self.connector, source_m, FLOW_SINK_TIME_S * self.speed
         )
-        clear_lane_stretch(world, self.nodes, CLEAR_RADIUS_M)
+        clear_lane_stretch(world, self.nodes)
         self._green_given = False
 
     def _flow_lane(self, world: World) -> tuple[Approach, int]:
@@ -248,7 +250,7 @@ class _CrossTraffic(_JunctionScenario):
     """A moderate cross-traffic flow that obeys the junction's rules (module docstring)."""
 
     side_preference = (LEFT, RIGHT, OPPOSITE)
-    ego_light: str = ""  # "" (leave the lights alone) | "red_then_green" | "green"
+    ego_light: str = EGO_LIGHT_UNTOUCHED  # or EGO_LIGHT_RED_THEN_GREEN | EGO_LIGHT_GREEN
 
     def setup(self, world: World, spec: ScenarioSpec) -> None:
         super().setup(world, spec)
@@ -267,7 +269,7 @@ class _CrossTraffic(_JunctionScenario):
                 self.speed = CROSS_SPEED_FRACTION_OF_LIMIT * limit
                 self.cross = a
                 self.nodes = self.path_through(world, a, c, CROSS_SOURCE_M, CROSS_SINK_M)
-                clear_lane_stretch(world, self.nodes, CLEAR_RADIUS_M)
+                clear_lane_stretch(world, self.nodes)
                 return
         # no crossing lane (e.g. a plain bend of a road through a junction): the rules alone remain
 
@@ -286,9 +288,11 @@ class _CrossTraffic(_JunctionScenario):
         if self.ego_light:
             self._set_lights(
                 world,
-                TrafficLightState.RED if self.ego_light == "red_then_green" else TrafficLightState.GREEN,
+                TrafficLightState.RED
+                if self.ego_light == EGO_LIGHT_RED_THEN_GREEN
+                else TrafficLightState.GREEN,
             )
-        self._released = self.ego_light != "red_then_green"
+        self._released = self.ego_light != EGO_LIGHT_RED_THEN_GREEN
 
     def _set_lights(self, world: World, ego_state: TrafficLightState) -> None:
         states: dict[int, TrafficLightState] = {}
@@ -317,12 +321,12 @@ class CrossTrafficTurn(_CrossTraffic):
 
 @register("VanillaSignalizedTurnEncounterRedLight")
 class SignalizedTurnEncounterRedLight(_CrossTraffic):
-    ego_light = "red_then_green"
+    ego_light = EGO_LIGHT_RED_THEN_GREEN
 
 
 @register("VanillaSignalizedTurnEncounterGreenLight")
 class SignalizedTurnEncounterGreenLight(_CrossTraffic):
-    ego_light = "green"
+    ego_light = EGO_LIGHT_GREEN
 
 
 class _OppositeVehicle(_JunctionScenario):
@@ -334,21 +338,38 @@ class _OppositeVehicle(_JunctionScenario):
         super().setup(world, spec)
         g = world.graph
         j = self.junction
-        side = direction_param(spec)
-        approaches = [a for a in j.on_side(side) if a.connector(g, STRAIGHT) >= 0]
-        if not approaches:
-            raise ScenarioLayoutError(
-                f"{spec.name}: junction {j.junction_id} has no lane from the {side} going straight across"
-            )
-        self.source = approaches[0]
-        conn = self.source.connector(g, STRAIGHT)
+        self.source, conn = self._adversary_lane(world, direction_param(spec))
         i_trig = trigger_index(world, spec)
         ego_to_junction = float(world.dense.s[j.enter_index] - world.dense.s[i_trig])
         source_m = min(max(ego_to_junction, ADVERSARY_SOURCE_MIN_M), ADVERSARY_SOURCE_MAX_M)
         self.nodes = self.path_through(world, self.source, conn, source_m, ADVERSARY_SINK_M)
+        a0 = int(g.seg_start[conn])
+        kappa = float(np.abs(g.curvature[a0 : a0 + int(g.seg_count[conn])]).max())
+        self.speed = min(ADVERSARY_SPEED_MPS, math.sqrt(ADVERSARY_MAX_LATERAL_ACCEL_MPS2 / max(kappa, 1e-6)))
         self.collision_xy = crossing_point(g, j.ego_connector, conn)
-        clear_lane_stretch(world, self.nodes, CLEAR_RADIUS_M)
+        clear_lane_stretch(world, self.nodes)
         self.started = False
+
+    def _adversary_lane(self, world: World, side: str) -> tuple[Approach, int]:
+        """The adversary's approach and junction lane: straight from `side`; else (a T junction) a
+        lane from `side` that crosses the ego's, then the same from the other side."""
+        g = world.graph
+        j = self.junction
+        crossing = set(g.conflicts(j.ego_connector).tolist())
+        other = LEFT if side == RIGHT else RIGHT
+        for s in (side, other):
+            for a in j.on_side(s):
+                c = a.connector(g, STRAIGHT)
+                if c >= 0 and c in crossing:
+                    return a, c
+            for a in j.on_side(s):
+                for c in a.connectors:
+                    if c in crossing:
+                        return a, c
+        raise ScenarioLayoutError(
+            f"{self.spec.name if self.spec else ''}: no lane from the left or right of junction "
+            f"{j.junction_id} crosses the ego's way; put the trigger before a crossing with side roads"
+        )
 
     def on_trigger(self, world: World) -> None:
         super().on_trigger(world)
@@ -381,7 +402,7 @@ class _OppositeVehicle(_JunctionScenario):
                 world.set_path(
                     self.actor_ids[0],
                     world.graph.xy[self.nodes],
-                    ADVERSARY_SPEED_MPS,
+                    self.speed,
                     max_accel_mps2=ADVERSARY_ACCEL_MPS2,
                     remove_at_end=True,
                 )

@@ -6,8 +6,9 @@ Shared by the Bench2Drive scenario plugins. Conventions (CARLA's left-handed wor
     offset(p, yaw, ahead, right) = p + ahead forward(yaw) + right right(yaw)
 
 "Left"/"right" always mean as seen by a driver heading along the lane or route in question.
-Functions here only read the world (no spawning), so scenarios can compute a layout at set-up and
-spawn it when they choose.
+Functions here only read the world (no spawning; `clear_lane_stretch` alone removes background
+vehicles), so scenarios can compute a layout at set-up and spawn it when they choose. Layout
+problems raise `ScenarioLayoutError`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import carla
 import numpy as np
 
 from carla_bridge.embedded.lane_graph import LaneGraph
+from carla_bridge.errors import TakeoverError
 from carla_bridge.route import ScenarioSpec
-from carla_bridge.snapshot import Pose
 
 if TYPE_CHECKING:
     from carla_bridge.embedded.world import World
@@ -30,13 +31,15 @@ ROUTE_NODE_SEARCH_M = 6.0  # a route point without a lane node takes the nearest
 MAX_SIDE_LANES = 8  # lanes walked sideways looking for a sidewalk / the other carriageway
 MAX_PATH_SEGMENTS = 64  # breadth-first search depth of segment paths (a junction crossing needs < 10)
 SIDEWALK_FALLBACK_OUT_M = 1.5  # no sidewalk: a "sidewalk" point this far beyond the outer lane edge
+LANE_CLEAR_RADIUS_M = 2.5  # a background vehicle centred this close to a lane's node is on that lane
 LEFT, RIGHT = "left", "right"
 
 
-class ScenarioLayoutError(ValueError):
-    """A scenario cannot be laid out on this route (no junction ahead, no side lane, ...).
+class ScenarioLayoutError(TakeoverError, ValueError):
+    """A scenario cannot be laid out on this route (no junction ahead, no side lane, ...); the message
+    names the scenario, what is missing and how to fix the route.
 
-    The scenario runner turns it into status "failed" for that scenario and the route still runs.
+    Raised from `setup`: the scenario runner logs it, marks that scenario "failed" and the route runs on.
     """
 
 
@@ -86,11 +89,6 @@ def offset_point(xy: np.ndarray, yaw: float, ahead_m: float, right_m: float) -> 
 def lateral_of(point: np.ndarray, origin: np.ndarray, yaw: float) -> float:
     """Signed distance of `point` to the right of the line through `origin` along `yaw`."""
     return float(np.dot(np.asarray(point)[:2] - np.asarray(origin)[:2], right_of(yaw)))
-
-
-def longitudinal_of(point: np.ndarray, origin: np.ndarray, yaw: float) -> float:
-    """Signed distance of `point` ahead of `origin` along `yaw`."""
-    return float(np.dot(np.asarray(point)[:2] - np.asarray(origin)[:2], forward(yaw)))
 
 
 def wrap(a: float) -> float:
@@ -146,10 +144,6 @@ def ego_time_to_arrival(world: World, point: np.ndarray) -> float:
     v = world.ego_speed
     d = float(np.hypot(*(np.asarray(point)[:2] - world.ego_xy)))
     return d / v if v > 0.1 else math.inf
-
-
-def ego_lateral_to_route(world: World) -> float:
-    return float(world.route_lateral)
 
 
 # ---------------------------------------------------------------------- lane graph walks
@@ -303,21 +297,9 @@ def sidewalk_point(world: World, node: int, side: str) -> tuple[np.ndarray, floa
     return offset_point(np.array([loc.x, loc.y]), yaw, 0.0, out), 2.0 * SIDEWALK_FALLBACK_OUT_M, crossed
 
 
-def lane_pose(
-    world: World, node: int, ahead_m: float = 0.0, right_m: float = 0.0, yaw_offset: float = 0.0
-) -> Pose:
-    """Pose `ahead_m` along the lane from `node` (backwards along its heading when negative) and
-    `right_m` to the right of the lane there, heading along the lane plus `yaw_offset`."""
-    g = world.graph
-    n = node_ahead(g, node, ahead_m) if ahead_m > 0 else int(node)
-    back = -ahead_m if ahead_m < 0 else 0.0
-    yaw = float(g.yaw[n])
-    xy = offset_point(g.xy[n], yaw, -back, right_m)
-    return Pose(float(xy[0]), float(xy[1]), float(g.z[n]), wrap(yaw + yaw_offset))
-
-
-def clear_lane_stretch(world: World, nodes: np.ndarray, clear_radius_m: float) -> None:
-    """Keep background traffic off `nodes` for the episode and remove what stands near them now."""
+def clear_lane_stretch(world: World, nodes: np.ndarray, clear_radius_m: float = LANE_CLEAR_RADIUS_M) -> None:
+    """Keep background traffic off `nodes` for the episode and remove the background vehicles now
+    within `clear_radius_m` of them (the default takes that lane only, not its neighbours)."""
     nodes = np.asarray(nodes, np.int64)
     nodes = nodes[nodes >= 0]
     if nodes.size == 0:

@@ -1,0 +1,461 @@
+"""Reports of the loop: the per-iteration table, before/after, the ablation, per-route evaluations,
+the plot of driving score and disengagement rate per iteration, and markdown for Prefect artifacts.
+
+Before/after compares v0 with the final incumbent (the last promoted checkpoint):
+    DS change  = 100 (DS_final - DS_v0) / DS_v0                    (percent, relative to v0)
+    DPK ratio  = DPK_final / DPK_v0                                 (0.5 = disengagements per km halved)
+where DS is the mean driving score and DPK the disengagements per km on the held-out routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from sqlalchemy import text
+
+from takeover.evaluate import EpisodeFailure, EvalResult, episode_failures
+
+if TYPE_CHECKING:
+    from storage.store import Store
+    from takeover.iteration import CollectOutcome, IterationResult, LoopResult
+    from takeover.training import TrainResult
+
+PLOT_DPI = 120
+PLOT_SIZE_IN = (10.0, 4.0)
+SHA_SHOWN = 10
+MISSING = "-"
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+@dataclass(frozen=True)
+class IterationRow:
+    """One line of the per-iteration table."""
+
+    iteration: int
+    candidate: str  # checkpoint file name of the evaluated candidate
+    collected_takeovers_per_km: float | None  # the incumbent on the training routes (rollouts)
+    driving_score: float | None  # the candidate on the held-out routes
+    route_completion: float | None
+    infraction_penalty: float | None
+    success_rate: float | None
+    disengagements_per_km: float | None
+    promoted: bool
+    incumbent_driving_score: float | None  # the incumbent after the iteration
+    incumbent_disengagements_per_km: float | None
+    note: str
+
+
+def iteration_rows(loop: LoopResult) -> list[IterationRow]:
+    rows = []
+    for result in loop.iterations:
+        ev = result.evaluation
+        incumbent_eval = loop.evaluation_of(result.incumbent_after)
+        rows.append(
+            IterationRow(
+                iteration=result.iteration,
+                candidate=Path(result.candidate.path).name if result.candidate else MISSING,
+                collected_takeovers_per_km=result.collect.get("takeovers_per_km")
+                if result.iteration
+                else None,
+                driving_score=ev.driving_score if ev else None,
+                route_completion=ev.route_completion if ev else None,
+                infraction_penalty=ev.infraction_penalty if ev else None,
+                success_rate=ev.success_rate if ev else None,
+                disengagements_per_km=ev.disengagements_per_km if ev else None,
+                promoted=result.promoted,
+                incumbent_driving_score=incumbent_eval.driving_score if incumbent_eval else None,
+                incumbent_disengagements_per_km=incumbent_eval.disengagements_per_km
+                if incumbent_eval
+                else None,
+                note=result.reason,
+            )
+        )
+    return rows
+
+
+def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
+    dpo = "DAgger + DPO" if loop.final.use_dpo else "DAgger only"
+    table = Table(title=title or f"run {loop.run} ({dpo}): candidate on the held-out routes per iteration")
+    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km", "promoted",
+                   "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
+        table.add_column(column, overflow="fold")
+    for row in iteration_rows(loop):
+        table.add_row(
+            str(row.iteration), row.candidate, _fmt(row.collected_takeovers_per_km, ".2f"),
+            _fmt(row.driving_score), _fmt(row.route_completion), _fmt(row.infraction_penalty, ".3f"),
+            _fmt(None if row.success_rate is None else 100.0 * row.success_rate, ".0f"),
+            _fmt(row.disengagements_per_km, ".2f"), "yes" if row.promoted else "no",
+            _fmt(row.incumbent_driving_score), _fmt(row.incumbent_disengagements_per_km, ".2f"), row.note,
+        )  # fmt: skip
+    return table
+
+
+@dataclass(frozen=True)
+class BeforeAfter:
+    v0: EvalResult
+    final: EvalResult
+    final_iteration: int  # the iteration whose candidate is the final incumbent
+
+    @property
+    def ds_change_pct(self) -> float | None:
+        """100 (DS_final - DS_v0) / DS_v0."""
+        before, after = self.v0.driving_score, self.final.driving_score
+        if before is None or after is None or before <= 0:
+            return None
+        return 100.0 * (after - before) / before
+
+    @property
+    def dpk_ratio(self) -> float | None:
+        """DPK_final / DPK_v0."""
+        before, after = self.v0.disengagements_per_km, self.final.disengagements_per_km
+        if before is None or after is None or before <= 0:
+            return None
+        return after / before
+
+
+def before_after(loop: LoopResult) -> BeforeAfter:
+    v0 = loop.v0.evaluation
+    assert v0 is not None, "iteration 0 always has v0's evaluation"
+    final_ckpt = loop.final.incumbent_after
+    for result in loop.iterations:
+        if (
+            result.candidate is not None
+            and result.candidate.sha256 == final_ckpt.sha256
+            and result.evaluation
+        ):
+            return BeforeAfter(v0, result.evaluation, result.iteration)
+    return BeforeAfter(v0, v0, 0)
+
+
+def before_after_table(loop: LoopResult) -> Table:
+    ba = before_after(loop)
+    table = Table(title=f"run {loop.run}: v0 vs the final incumbent (iteration {ba.final_iteration})")
+    for column in ("metric", "v0", "final", "change"):
+        table.add_column(column)
+    pairs = [
+        ("driving score", ba.v0.driving_score, ba.final.driving_score, ".1f"),
+        ("route completion %", ba.v0.route_completion, ba.final.route_completion, ".1f"),
+        ("infraction penalty", ba.v0.infraction_penalty, ba.final.infraction_penalty, ".3f"),
+        ("success rate", ba.v0.success_rate, ba.final.success_rate, ".2f"),
+        ("disengagements / km", ba.v0.disengagements_per_km, ba.final.disengagements_per_km, ".2f"),
+    ]
+    for name, before, after, spec in pairs:
+        change = MISSING
+        if name == "driving score" and ba.ds_change_pct is not None:
+            change = f"{ba.ds_change_pct:+.1f} %"
+        elif name == "disengagements / km" and ba.dpk_ratio is not None:
+            change = f"x {ba.dpk_ratio:.2f}"
+        elif before is not None and after is not None:
+            change = format(after - before, "+" + spec)
+        table.add_row(name, _fmt(before, spec), _fmt(after, spec), change)
+    return table
+
+
+def ablation_table(arms: Sequence[LoopResult]) -> Table:
+    """Per iteration, each arm's candidate DS and disengagements/km (e.g. DAgger + DPO vs DAgger only)."""
+    table = Table(title="ablation: candidate DS and disengagements/km per iteration")
+    table.add_column("iter")
+    for arm in arms:
+        name = f"{arm.run} ({'DAgger + DPO' if arm.final.use_dpo else 'DAgger only'})"
+        table.add_column(f"{name} DS")
+        table.add_column(f"{name} dis/km")
+    depth = max(len(arm.iterations) for arm in arms)
+    for k in range(depth):
+        cells = [str(k)]
+        for arm in arms:
+            ev = arm.iterations[k].evaluation if k < len(arm.iterations) else None
+            cells += [
+                _fmt(ev.driving_score if ev else None),
+                _fmt(ev.disengagements_per_km if ev else None, ".2f"),
+            ]
+        table.add_row(*cells)
+    finals = ["final incumbent"]
+    for arm in arms:
+        ba = before_after(arm)
+        finals += [
+            f"{_fmt(ba.final.driving_score)} ({_fmt(ba.ds_change_pct, '+.1f')} %)",
+            f"{_fmt(ba.final.disengagements_per_km, '.2f')} (x {_fmt(ba.dpk_ratio, '.2f')})",
+        ]
+    table.add_row(*finals)
+    return table
+
+
+def eval_table(result: EvalResult) -> Table:
+    """Per route: scores averaged over seeds and disengagements per km; then the totals."""
+    table = Table(
+        title=f"{Path(result.checkpoint_path).name} ({result.checkpoint_sha256[:SHA_SHOWN]}) on {result.route_set}"
+    )
+    for column in ("route", "scenario", "seeds", "DS", "RC %", "IP", "SR %", "dis/km"):
+        table.add_column(column)
+    for row in result.per_route():
+        table.add_row(
+            row.route_id, row.scenario_type, str(row.seeds), f"{row.driving_score:.1f}",
+            f"{row.route_completion:.1f}", f"{row.infraction_penalty:.3f}", f"{100.0 * row.success_rate:.0f}",
+            _fmt(row.disengagements_per_km, ".2f"),
+        )  # fmt: skip
+    table.add_row(
+        "all", "", str(len(result.episodes)), _fmt(result.driving_score), _fmt(result.route_completion),
+        _fmt(result.infraction_penalty, ".3f"),
+        _fmt(None if result.success_rate is None else 100.0 * result.success_rate, ".0f"),
+        _fmt(result.disengagements_per_km, ".2f"),
+    )  # fmt: skip
+    return table
+
+
+def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopResult] = ()) -> Path:
+    """Driving score and disengagements per km of each iteration's candidate (markers) and of the
+    incumbent after it (line), for `loop` and any `others` (ablation arms); saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ds, ax_dpk) = plt.subplots(1, 2, figsize=PLOT_SIZE_IN)
+    for arm in (loop, *others):
+        label = f"{arm.run} ({'DAgger+DPO' if arm.final.use_dpo else 'DAgger only'})"
+        rows = iteration_rows(arm)
+        ks = [r.iteration for r in rows]
+        (line,) = ax_ds.plot(ks, [r.incumbent_driving_score for r in rows], drawstyle="steps-post",
+                             label=f"{label} incumbent")  # fmt: skip
+        ax_ds.plot(
+            ks, [r.driving_score for r in rows], "o", color=line.get_color(), label=f"{label} candidate"
+        )
+        (line,) = ax_dpk.plot(ks, [r.incumbent_disengagements_per_km for r in rows], drawstyle="steps-post",
+                              label=f"{label} incumbent")  # fmt: skip
+        ax_dpk.plot(ks, [r.disengagements_per_km for r in rows], "o", color=line.get_color(),
+                    label=f"{label} candidate")  # fmt: skip
+    ax_ds.set(xlabel="iteration", ylabel="driving score (held-out routes)", title="driving score")
+    ax_dpk.set(xlabel="iteration", ylabel="disengagements per km", title="disengagement rate")
+    for ax in (ax_ds, ax_dpk):
+        ax.set_ylim(bottom=0.0)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ artifacts
+
+
+@dataclass(frozen=True)
+class DisengagementCount:
+    reason: str
+    scenario_type: str
+    takeovers: int
+    mean_speed_kmh: float
+
+
+def disengagement_counts(
+    store: Store, run: str, iteration: int | None, phases: Sequence[str], checkpoint_sha256: str | None = None
+) -> list[DisengagementCount]:
+    """Takeovers per reason and scenario type, from the `disengagements` view."""
+    where = ["run = :run", f"phase IN ({', '.join(f':p{i}' for i in range(len(phases)))})"]
+    params: dict[str, object] = {"run": run, **{f"p{i}": p for i, p in enumerate(phases)}}
+    if iteration is None:
+        where.append("iteration IS NULL")
+    else:
+        where.append("iteration = :iteration")
+        params["iteration"] = iteration
+    if checkpoint_sha256 is not None:
+        where.append("checkpoint_id = (SELECT id FROM checkpoints WHERE sha256 = :sha)")
+        params["sha"] = checkpoint_sha256
+    sql = (
+        "SELECT reason, scenario_type, COUNT(*) AS n, AVG(speed_kmh) AS v FROM disengagements "
+        f"WHERE {' AND '.join(where)} GROUP BY reason, scenario_type ORDER BY n DESC, reason, scenario_type"
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(text(sql), params).all()
+    return [
+        DisengagementCount(str(r.reason), str(r.scenario_type), int(r.n), float(r.v or 0.0)) for r in rows
+    ]
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def disengagement_markdown(
+    title: str,
+    counts: Sequence[DisengagementCount],
+    failures: Sequence[EpisodeFailure],
+    *,
+    episodes: int,
+    distance_km: float,
+) -> str:
+    """A markdown summary: disengagements per reason, per scenario type, per (reason, scenario), and
+    the failed route x seeds."""
+    total = sum(c.takeovers for c in counts)
+    per_km = f"{total / distance_km:.2f}" if distance_km > 0 else MISSING
+    parts = [f"# {title}", "", f"{episodes} episode(s), {distance_km:.3f} km, {total} disengagement(s), "
+             f"{per_km} per km, {len(failures)} failed route x seed(s).", ""]  # fmt: skip
+    by_reason: dict[str, int] = {}
+    by_scenario: dict[str, int] = {}
+    for c in counts:
+        by_reason[c.reason] = by_reason.get(c.reason, 0) + c.takeovers
+        by_scenario[c.scenario_type] = by_scenario.get(c.scenario_type, 0) + c.takeovers
+    parts += ["## Disengagements per reason", "",
+              _markdown_table(["reason", "takeovers"], sorted(by_reason.items(), key=lambda kv: -kv[1])), "",
+              "## Disengagements per scenario type", "",
+              _markdown_table(["scenario type", "takeovers"], sorted(by_scenario.items(), key=lambda kv: -kv[1])), "",
+              "## Per reason and scenario type", "",
+              _markdown_table(["reason", "scenario type", "takeovers", "mean speed km/h"],
+                              [(c.reason, c.scenario_type, c.takeovers, f"{c.mean_speed_kmh:.1f}") for c in counts]),
+              ""]  # fmt: skip
+    if failures:
+        parts += ["## Failed route x seeds", "",
+                  _markdown_table(["route", "seed", "phase", "error"],
+                                  [(f.route_id, f.seed, f.phase, f.error.replace("|", "/")) for f in failures]), ""]  # fmt: skip
+    return "\n".join(parts)
+
+
+def collect_markdown(store: Store, run: str, iteration: int | None, outcome: CollectOutcome, phases: Sequence[str],
+                     checkpoint_sha256: str | None = None) -> str:  # fmt: skip
+    """The markdown artifact of a collection."""
+    counts = disengagement_counts(store, run, iteration, phases, checkpoint_sha256)
+    title = (
+        f"{outcome.mode} collection, run {run}, iteration {iteration if iteration is not None else MISSING}"
+    )
+    return disengagement_markdown(
+        title, counts, outcome.failures, episodes=len(outcome.episodes), distance_km=outcome.distance_km
+    )
+
+
+def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
+    """The markdown artifact of an evaluation: headline scores, then its disengagements."""
+    counts = disengagement_counts(
+        store, result.run, result.iteration, [takeover_phase], result.checkpoint_sha256
+    )
+    head = _markdown_table(
+        ["DS", "RC %", "IP", "SR", "disengagements/km"],
+        [[_fmt(result.driving_score), _fmt(result.route_completion), _fmt(result.infraction_penalty, ".3f"),
+          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f")]],
+    )  # fmt: skip
+    body = disengagement_markdown(
+        f"evaluation of {Path(result.checkpoint_path).name} on {result.route_set}",
+        counts,
+        result.failures,
+        episodes=len(result.takeover_episodes),
+        distance_km=result.takeover_distance_km,
+    )
+    return head + "\n\n" + body
+
+
+def loop_markdown(loop: LoopResult) -> str:
+    """The per-iteration table and v0 vs the final incumbent, as markdown."""
+    rows = [
+        (r.iteration, r.candidate, _fmt(r.collected_takeovers_per_km, ".2f"), _fmt(r.driving_score),
+         _fmt(r.route_completion), _fmt(r.infraction_penalty, ".3f"), _fmt(r.disengagements_per_km, ".2f"),
+         "yes" if r.promoted else "no", _fmt(r.incumbent_driving_score), r.note.replace("|", "/"))
+        for r in iteration_rows(loop)
+    ]  # fmt: skip
+    ba = before_after(loop)
+    return "\n".join(
+        [
+            f"# Run {loop.run} ({'DAgger + DPO' if loop.final.use_dpo else 'DAgger only'})",
+            "",
+            _markdown_table(
+                [
+                    "iteration",
+                    "candidate",
+                    "rollout takeovers/km",
+                    "DS",
+                    "RC %",
+                    "IP",
+                    "disengagements/km",
+                    "promoted",
+                    "incumbent DS",
+                    "why",
+                ],
+                rows,
+            ),
+            "",
+            f"v0 DS {_fmt(ba.v0.driving_score)} -> final incumbent (iteration {ba.final_iteration}) DS "
+            f"{_fmt(ba.final.driving_score)} ({_fmt(ba.ds_change_pct, '+.1f')} %); disengagements/km "
+            f"{_fmt(ba.v0.disengagements_per_km, '.2f')} -> {_fmt(ba.final.disengagements_per_km, '.2f')} "
+            f"(x {_fmt(ba.dpk_ratio, '.2f')}).",
+        ]
+    )
+
+
+def training_markdown(result: TrainResult) -> str:
+    """A training round's checkpoint and final metrics, as markdown."""
+    head = (
+        f"# {result.kind} round {result.name} of run {result.run}\n\ncheckpoint `{result.checkpoint_path}` "
+        f"(sha256 {result.sha256[:SHA_SHOWN]}, parent {(result.parent_sha256 or 'none')[:SHA_SHOWN]}), "
+        f"{result.n_samples} samples, {result.steps} steps, {result.wall_s:.0f} s\n\n"
+    )
+    return head + _markdown_table(
+        ["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(result.metrics.items())]
+    )
+
+
+def iteration_markdown(store: Store, result: IterationResult, takeover_phase: str) -> str:
+    """An iteration's artifact: the disengagements of its collection (the incumbent's rollouts, or
+    none for the expert's demonstrations), its failed route x seeds, then its candidate's evaluation."""
+    phase = "expert" if result.iteration == 0 else "rollout"
+    sha = result.incumbent_before.sha256 if result.incumbent_before else None
+    counts = disengagement_counts(store, result.run, result.iteration, [phase], sha)
+    collection = disengagement_markdown(
+        f"Iteration {result.iteration} of run {result.run}: {phase} collection",
+        counts,
+        episode_failures(store, result.run, result.iteration),
+        episodes=int(result.collect.get("episodes", 0)),
+        distance_km=float(result.collect.get("distance_km", 0.0)),
+    )
+    verdict = f"**{'promoted' if result.promoted else 'not promoted'}**: {result.reason}"
+    if result.evaluation is None:
+        return f"{collection}\n{verdict}\n"
+    return f"{collection}\n{verdict}\n\n{eval_markdown(store, result.evaluation, takeover_phase)}"
+
+
+def eval_table_rows(result: EvalResult) -> list[dict[str, object]]:
+    """Per-route rows for a Prefect table artifact."""
+    return [
+        {
+            "route": r.route_id,
+            "scenario": r.scenario_type,
+            "seeds": r.seeds,
+            "DS": round(r.driving_score, 2),
+            "RC": round(r.route_completion, 2),
+            "IP": round(r.infraction_penalty, 3),
+            "SR": round(r.success_rate, 2),
+            "dis_per_km": None if r.disengagements_per_km is None else round(r.disengagements_per_km, 3),
+        }
+        for r in result.per_route()
+    ]
+
+
+__all__ = [
+    "BeforeAfter",
+    "DisengagementCount",
+    "IterationRow",
+    "ablation_table",
+    "before_after",
+    "before_after_table",
+    "collect_markdown",
+    "disengagement_counts",
+    "disengagement_markdown",
+    "eval_markdown",
+    "eval_table",
+    "eval_table_rows",
+    "iteration_markdown",
+    "iteration_rows",
+    "iteration_table",
+    "loop_markdown",
+    "plot_iterations",
+    "training_markdown",
+]

@@ -1,0 +1,98 @@
+"""Closed-loop evaluation on the embedded simulator: stored episodes, resume, and failed routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest_prefect import *  # noqa: F403 (fixtures: untrained_checkpoint)
+from conftest_prefect import BAD_ROUTE_ID, short_overrides, write_routes_with_missing_town
+from sqlalchemy import text
+
+import takeover.evaluate as ev
+from carla_bridge.route_sets import load_route_set
+from storage.records import CheckpointRecord
+from storage.store import Store
+from takeover.episode import EpisodeMode
+from takeover.evaluate import (
+    EpisodeFailure,
+    EpisodeJob,
+    EvalConfig,
+    episode_failures,
+    evaluate_checkpoint,
+    record_failures,
+    resolve_failures,
+)
+
+SHA = "d" * 64
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'eval.db'}", str(tmp_path / "clips")) as s:
+        yield s
+
+
+def test_failures_are_recorded_then_resolved_when_the_episode_succeeds(store: Store):
+    # given a checkpoint and a failed route x seed of iteration 2
+    store.record_checkpoint(CheckpointRecord("/x.pt", SHA))
+    failure = EpisodeFailure("2002", 1, "eval", "MapNotFoundError: no town")
+    record_failures(store, "r", 2, "builtin:eval", SHA, [failure])
+    # then it is listed as failed, in the database
+    assert episode_failures(store, "r", 2) == [failure]
+    assert episode_failures(store, "r", 1) == [] and episode_failures(store, "other", 2) == []
+    # when the same job later succeeds
+    route = load_route_set("builtin:eval", ["2002"])[0]
+    resolved = resolve_failures(
+        store, "r", 2, "builtin:eval", SHA, [EpisodeJob(route, 1, EpisodeMode.POLICY, "eval")]
+    )
+    # then the row is resolved and no longer listed
+    assert resolved == 1 and episode_failures(store, "r", 2) == []
+    with store.engine.connect() as conn:
+        status = conn.execute(
+            text("SELECT status FROM training_rounds WHERE kind = 'episode_failure'")
+        ).scalar_one()
+    assert status == "resolved"
+
+
+@pytest.mark.slow
+def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
+    store: Store, tmp_path: Path, untrained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # given route 2002 and a route whose town does not exist, and an untrained policy
+    routes_file = write_routes_with_missing_town(tmp_path / "routes.xml")
+    routes = load_route_set(str(routes_file))
+    config = EvalConfig(routes=str(routes_file), seeds=[0], overrides=short_overrides())
+    driven: list[str] = []
+    real_job = ev.run_episode_job
+    monkeypatch.setattr(
+        ev, "run_episode_job", lambda b, s, job: (driven.append(job.label), real_job(b, s, job))[1]
+    )
+    # when it is evaluated without and with takeovers
+    result = evaluate_checkpoint(
+        untrained_checkpoint, routes, [0], store, "r", 0, config=config, progress=False
+    )
+    # then the good route is scored in both passes and the bad one is a recorded failure
+    assert [e.route_id for e in result.episodes] == ["2002"]
+    assert [e.route_id for e in result.takeover_episodes] == ["2002"]
+    assert {(f.route_id, f.phase) for f in result.failures} == {
+        (BAD_ROUTE_ID, "eval"),
+        (BAD_ROUTE_ID, "eval_takeover"),
+    }
+    assert "MapNotFoundError" in result.failures[0].error or "RouteError" in result.failures[0].error
+    assert {f.route_id for f in episode_failures(store, "r", 0)} == {BAD_ROUTE_ID}
+    with store.engine.connect() as conn:
+        phases = conn.execute(text("SELECT phase FROM episodes ORDER BY phase")).scalars().all()
+    assert phases == ["eval", "eval_takeover"]
+    assert result.driving_score is not None and 0.0 <= result.driving_score <= 100.0
+    assert result.disengagements_per_km is not None
+    # when it runs again, the stored episodes are read back and only the failing route is tried
+    driven.clear()
+    again = evaluate_checkpoint(
+        untrained_checkpoint, routes, [0], store, "r", 0, config=config, progress=False
+    )
+    assert sorted(driven) == [
+        f"eval route {BAD_ROUTE_ID} seed 0",
+        f"eval_takeover route {BAD_ROUTE_ID} seed 0",
+    ]
+    assert again.episodes == result.episodes and again.takeover_episodes == result.takeover_episodes

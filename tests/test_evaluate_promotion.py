@@ -1,0 +1,117 @@
+"""Evaluation aggregates (DS, RC, IP, SR, disengagements per km) and the promotion rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from takeover.evaluate import (
+    EpisodeFailure,
+    EpisodeScore,
+    EvalResult,
+    EvaluationError,
+    PromotionConfig,
+    disengagements_per_km,
+    promotion_decision,
+    should_promote,
+    validate_promotion_config,
+)
+
+SHA = "c" * 64
+
+
+def score(route: str, seed: int, ds: float, *, phase: str = "eval", takeovers: int = 0, km: float = 0.2,
+          success: bool = False, reasons: dict[str, int] | None = None) -> EpisodeScore:  # fmt: skip
+    return EpisodeScore(
+        episode_id=hash((route, seed, phase)) % 10_000, route_id=route, seed=seed, phase=phase,
+        status="Completed", driving_score=ds, route_completion=min(100.0, ds * 1.25),
+        infraction_penalty=0.8, success=success, distance_m=km * 1000.0, takeovers=takeovers,
+        takeovers_by_reason=reasons or ({"stuck": takeovers} if takeovers else {}), scenario_type="Accident",
+    )  # fmt: skip
+
+
+def result(ds: list[float], takeovers: list[int], *, failures: int = 0, km: float = 0.2) -> EvalResult:
+    return EvalResult(
+        run="r", iteration=1, checkpoint_path="/x/c.pt", checkpoint_sha256=SHA, route_set="builtin:eval",
+        backend="embedded",
+        episodes=tuple(score(f"{i}", 0, d) for i, d in enumerate(ds)),
+        takeover_episodes=tuple(score(f"{i}", 0, 0.0, phase="eval_takeover", takeovers=t, km=km)
+                                for i, t in enumerate(takeovers)),
+        failures=tuple(EpisodeFailure("9", 0, "eval", "MapNotFoundError: x") for _ in range(failures)),
+    )  # fmt: skip
+
+
+def test_aggregates_follow_the_leaderboard_means():
+    # given two routes scored 40 and 80, one success, and 3 + 1 takeovers over 0.2 + 0.2 km
+    r = EvalResult(
+        run="r", iteration=0, checkpoint_path="c.pt", checkpoint_sha256=SHA, route_set="s", backend="embedded",
+        episodes=(score("a", 0, 40.0), score("b", 0, 80.0, success=True)),
+        takeover_episodes=(score("a", 0, 0, phase="eval_takeover", takeovers=3, reasons={"stuck": 2, "red_light": 1}),
+                           score("b", 0, 0, phase="eval_takeover", takeovers=1)),
+    )  # fmt: skip
+    # then DS, SR and disengagements per km are the episode means / totals
+    assert r.driving_score == pytest.approx(60.0)
+    assert r.success_rate == pytest.approx(0.5)
+    assert r.disengagements == 4
+    assert r.disengagements_per_km == pytest.approx(4 / 0.4)
+    assert r.takeovers_by_reason == {"red_light": 1, "stuck": 3}
+    per_route = {row.route_id: row for row in r.per_route()}
+    assert per_route["a"].disengagements_per_km == pytest.approx(15.0)
+    assert per_route["b"].driving_score == pytest.approx(80.0)
+
+
+def test_eval_result_survives_a_json_round_trip():
+    original = result([10.0, 20.0], [2, 0], failures=1)
+    assert EvalResult.from_json(original.to_json()) == original
+
+
+def test_disengagements_per_km_is_undefined_without_distance():
+    assert disengagements_per_km(3, 0.0) is None
+    assert disengagements_per_km(3, 1500.0) == pytest.approx(2.0)
+
+
+def test_a_clearly_higher_score_is_promoted():
+    # given an incumbent at DS 50 and a candidate at 52 (margin 1)
+    config = PromotionConfig(min_ds_gain=1.0, ds_tie_tolerance=1.0)
+    assert should_promote(result([52.0], [5]), result([50.0], [1]), config)
+
+
+def test_a_lower_score_is_not_promoted_even_with_fewer_disengagements():
+    config = PromotionConfig()
+    decision = promotion_decision(result([45.0], [0]), result([50.0], [9]), config)
+    assert not decision.promoted
+    assert "below" in decision.reason
+
+
+def test_an_equal_score_needs_fewer_disengagements_per_km():
+    config = PromotionConfig(min_ds_gain=2.0, ds_tie_tolerance=1.0, min_disengagement_drop=0.1)
+    incumbent = result([50.0], [10])
+    # when the score ties and disengagements drop by 50 %: promoted
+    assert should_promote(result([50.5], [5]), incumbent, config)
+    # when they drop by only ~5 % (same count over 5 % more km): not promoted (10 % needed)
+    assert not should_promote(result([50.0], [10], km=0.21), incumbent, config)
+    # when they are the same: not promoted
+    assert not should_promote(result([50.0], [10]), incumbent, config)
+
+
+def test_a_small_gain_between_tie_and_margin_is_not_enough():
+    config = PromotionConfig(min_ds_gain=3.0, ds_tie_tolerance=1.0)
+    decision = promotion_decision(result([52.0], [0]), result([50.0], [10]), config)
+    assert not decision.promoted
+    assert "less than the required" in decision.reason
+
+
+def test_a_candidate_with_more_failed_episodes_is_not_promoted():
+    decision = promotion_decision(result([90.0], [0], failures=1), result([50.0], [10]), PromotionConfig())
+    assert not decision.promoted
+    assert "failed" in decision.reason
+
+
+def test_without_an_incumbent_the_candidate_is_promoted():
+    assert should_promote(result([5.0], [3]), None, PromotionConfig())
+
+
+def test_bad_thresholds_are_named():
+    with pytest.raises(EvaluationError, match="min_disengagement_drop"):
+        validate_promotion_config(PromotionConfig(min_disengagement_drop=1.0))
+    with pytest.raises(EvaluationError, match="min_ds_gain"):
+        validate_promotion_config(PromotionConfig(min_ds_gain=-1.0))

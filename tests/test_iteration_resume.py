@@ -1,0 +1,251 @@
+"""The iteration as resumable steps: step log, resume after a crash, promotion, ablation, shared v0.
+
+The training rounds, collections and evaluations are replaced by counting stand-ins (their own tests
+cover them); the step log, the promotion and the iteration rows go through a real SQLite store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+import takeover.iteration as it
+from storage.store import Store
+from takeover.datasets import DatasetError
+from takeover.evaluate import EpisodeScore, EvalResult
+from takeover.iteration import (
+    IterationConfig,
+    LoopError,
+    LoopHooks,
+    Step,
+    configure,
+    next_iteration,
+    read_loop,
+    run_iteration,
+    run_loop,
+)
+from takeover.training import TrainResult
+
+
+@dataclass
+class Fakes:
+    """Counting stand-ins for the library steps; `ds` maps checkpoint names to driving scores."""
+
+    root: Path
+    ds: dict[str, float] = field(default_factory=dict)
+    takeovers: int = 4
+    fail_once: set[str] = field(default_factory=set)  # step functions that raise on their first call
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def _maybe_fail(self, name: str) -> None:
+        self.calls[name] += 1
+        if name in self.fail_once:
+            self.fail_once.discard(name)
+            raise RuntimeError(f"injected crash in {name}")
+
+    def _checkpoint(self, run: str, name: str, iteration: int | None, parent: str | None) -> TrainResult:
+        path = self.root / run / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(f"{run}/{name}".encode())
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        return TrainResult(run=run, kind=name.split("-")[0], name=name, iteration=iteration, checkpoint_path=path,
+                           sha256=sha, parent_sha256=parent, metrics={"loss": 1.0}, n_samples=10, steps=2,
+                           samples_per_s=5.0, wall_s=0.1, round_id=1)  # fmt: skip
+
+    def collect_episodes(self, mode, routes, seeds, store, run, iteration, **kwargs) -> it.CollectOutcome:
+        self._maybe_fail(f"collect_{mode}")
+        n = 0 if str(mode) == "expert" else self.takeovers
+        episode = EpisodeScore(1, "1000", 0, "rollout", "Completed", 50.0, 100.0, 0.5, False, 400.0, n,
+                               {"stuck": n} if n else {})  # fmt: skip
+        return it.CollectOutcome(str(mode), (episode,), ())
+
+    def train_bc(self, store, run, config, policy_config) -> TrainResult:
+        self._maybe_fail("bc")
+        return self._checkpoint(run, "bc", None, None)
+
+    def dagger_round(self, store, run, iteration, parent, config) -> TrainResult:
+        self._maybe_fail("dagger")
+        return self._checkpoint(run, f"dagger-{iteration}", iteration, None)
+
+    def dpo_round(self, store, run, iteration, parent, config) -> TrainResult:
+        self._maybe_fail("dpo")
+        return self._checkpoint(run, f"dpo-{iteration}", iteration, None)
+
+    def evaluate_checkpoint(self, checkpoint, routes, seeds, store, run, iteration, **kwargs) -> EvalResult:
+        self._maybe_fail("evaluate")
+        name = Path(checkpoint).stem
+        sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+        ds = self.ds.get(name, 10.0)
+        plain = EpisodeScore(2, "2000", 0, "eval", "Completed", ds, ds, 1.0, False, 200.0, 0)
+        taken = EpisodeScore(3, "2000", 0, "eval_takeover", "Completed", 0.0, 100.0, 1.0, False, 200.0,
+                             max(0, int(10 - ds / 10)))  # fmt: skip
+        return EvalResult(
+            run, iteration, str(checkpoint), sha, "builtin:eval", "embedded", (plain,), (taken,)
+        )
+
+
+@pytest.fixture
+def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
+    f = Fakes(tmp_path / "ckpt")
+    for name in ("collect_episodes", "train_bc", "dagger_round", "dpo_round", "evaluate_checkpoint"):
+        monkeypatch.setattr(it, name, getattr(f, name))
+    return f
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'loop.db'}", str(tmp_path / "clips")) as s:
+        yield s
+
+
+@pytest.fixture
+def config() -> IterationConfig:
+    return configure(IterationConfig(), seeds=[0], train_route_ids=["1000"], eval_route_ids=["2000"])
+
+
+def test_bootstrap_logs_each_step_and_promotes_v0(fakes: Fakes, store: Store, config: IterationConfig):
+    # given a new run
+    result = run_iteration("r", 0, config, store)
+    # then demos, BC, evaluation and promotion ran once each, and v0 is the incumbent
+    assert result.steps_run == ("collect_demos", "bc", "evaluate", "promote")
+    assert result.promoted and result.incumbent_after.path.endswith("bc.pt")
+    assert fakes.calls == Counter({"collect_expert": 1, "bc": 1, "evaluate": 1})
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT name, status FROM training_rounds WHERE kind = 'step' ORDER BY id")
+        ).all()
+        promoted = conn.execute(
+            text("SELECT promoted_checkpoint_id IS NOT NULL, status FROM iterations")
+        ).one()
+    assert [tuple(r) for r in rows] == [("collect_demos", "completed"), ("bc", "completed"),
+                                        ("evaluate", "completed"), ("promote", "completed")]  # fmt: skip
+    assert tuple(promoted) == (1, "completed")
+
+
+def test_a_crashed_iteration_resumes_without_repeating_finished_steps(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given v0, and an iteration whose DPO round crashes
+    run_iteration("r", 0, config, store)
+    fakes.fail_once = {"dpo"}
+    with pytest.raises(RuntimeError, match="injected crash in dpo"):
+        run_iteration("r", 1, config, store)
+    assert (fakes.calls["collect_takeover"], fakes.calls["dagger"], fakes.calls["dpo"]) == (1, 1, 1)
+    # when it runs again
+    result = run_iteration("r", 1, config, store)
+    # then collection and DAgger are read back, DPO and the rest run once more
+    assert result.steps_resumed == ("collect_takeovers", "dagger")
+    assert result.steps_run == ("dpo", "evaluate", "promote")
+    assert (fakes.calls["collect_takeover"], fakes.calls["dagger"], fakes.calls["dpo"]) == (1, 1, 2)
+    assert result.candidate is not None and result.candidate.path.endswith("dpo-1.pt")
+    # and the failed attempt is logged beside the finished steps
+    with store.engine.connect() as conn:
+        failed = conn.execute(
+            text("SELECT name, config FROM training_rounds WHERE kind = 'step_failure'")
+        ).all()
+    assert len(failed) == 1 and failed[0][0].startswith("dpo@") and "injected crash" in failed[0][1]
+    # and a third run repeats nothing
+    again = run_iteration("r", 1, config, store)
+    assert again.steps_run == ()
+    assert fakes.calls == Counter(
+        {"collect_expert": 1, "bc": 1, "evaluate": 2, "collect_takeover": 1, "dagger": 1, "dpo": 2}
+    )
+
+
+def test_the_candidate_is_promoted_only_when_it_beats_the_incumbent(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given v0 at DS 10, iteration 1's candidate at 30 and iteration 2's at 20
+    fakes.ds = {"bc": 10.0, "dpo-1": 30.0, "dpo-2": 20.0}
+    loop = run_loop("r", 2, config, store)
+    one, two = loop.iterations[1], loop.iterations[2]
+    # then iteration 1 is promoted, iteration 2 is not and the incumbent stays dpo-1
+    assert one.promoted and one.incumbent_after.path.endswith("dpo-1.pt")
+    assert not two.promoted and "below" in two.reason
+    assert two.incumbent_after.path.endswith("dpo-1.pt")
+    assert two.incumbent_before is not None and two.incumbent_before.path.endswith("dpo-1.pt")
+    # and the log rebuilds the same story
+    assert [r.promoted for r in read_loop(store, "r").iterations] == [True, True, False]
+    assert next_iteration(store, "r") == 3
+
+
+def test_dagger_only_ablation_skips_dpo_and_evaluates_the_dagger_checkpoint(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    config = configure(config, use_dpo=False)
+    result = run_loop("abl", 1, config, store).final
+    assert fakes.calls["dpo"] == 0
+    assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
+    assert not result.use_dpo and "dpo" not in result.training
+
+
+def test_no_takeovers_means_no_training_and_no_promotion(fakes: Fakes, store: Store, config: IterationConfig):
+    fakes.takeovers = 0
+    result = run_loop("quiet", 1, config, store).final
+    assert (fakes.calls["dagger"], fakes.calls["dpo"], fakes.calls["evaluate"]) == (0, 0, 1)  # v0's only
+    assert not result.promoted and result.candidate is None
+    assert result.incumbent_after.path.endswith("bc.pt")
+
+
+def test_dpo_without_usable_pairs_is_skipped_and_dagger_stands(fakes: Fakes, store: Store, config: IterationConfig,
+                                                                 monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    def no_pairs(*_args, **_kwargs):
+        raise DatasetError("no preference pairs of sources ['expert_vs_policy']")
+
+    monkeypatch.setattr(it, "dpo_round", no_pairs)
+    result = run_loop("nopairs", 1, config, store).final
+    assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
+    record = it.StepLog(store, "nopairs").get(1, Step.DPO)
+    assert (
+        record is not None
+        and record.status == "skipped"
+        and "no preference pairs" in record.outputs["reason"]
+    )
+
+
+def test_a_run_from_a_base_run_shares_its_v0_and_evaluation(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given a finished v0 in run "base"
+    run_iteration("base", 0, config, store)
+    # when the ablation arm starts from it
+    arm = run_loop("arm", 1, configure(config, base_run="base", use_dpo=False), store)
+    # then no demonstrations, BC or v0 evaluation ran again, and both arms start from the same v0
+    assert fakes.calls["collect_expert"] == 1 and fakes.calls["bc"] == 1
+    assert fakes.calls["evaluate"] == 2  # base's v0 and the arm's iteration-1 candidate
+    base_v0 = read_loop(store, "base").v0.incumbent_after
+    assert arm.v0.incumbent_after == base_v0
+    assert arm.final.incumbent_before == base_v0
+
+
+def test_changing_the_protocol_mid_run_is_refused(fakes: Fakes, store: Store, config: IterationConfig):
+    run_iteration("r", 0, config, store)
+    with pytest.raises(LoopError, match="must stay fixed within a run"):
+        run_iteration("r", 1, configure(config, use_dpo=False), store)
+
+
+def test_an_iteration_needs_the_previous_one_finished(fakes: Fakes, store: Store, config: IterationConfig):
+    with pytest.raises(LoopError, match="has not finished"):
+        run_iteration("r", 1, config, store)
+
+
+def test_training_on_the_evaluation_routes_is_refused():
+    with pytest.raises(LoopError, match="held-out"):
+        configure(IterationConfig(), train_routes="builtin:eval")
+
+
+def test_hooks_see_every_step_that_runs(fakes: Fakes, store: Store, config: IterationConfig):
+    seen: list[str] = []
+
+    def run_step(name, fn):
+        seen.append(name)
+        return fn()
+
+    run_loop("h", 1, config, store, hooks=LoopHooks(run_step=run_step))
+    assert seen == ["collect_demos", "bc", "evaluate", "promote",
+                    "collect_takeovers", "dagger", "dpo", "evaluate", "promote"]  # fmt: skip
