@@ -28,14 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
 from torch import nn
 
 from carla_bridge.simulator import FIXED_DELTA_S
 from experts.geometry import boxes_overlap, to_local
 from storage.clip_format import DRIVER_POLICY
-from storage.models import Clip, Episode, Iteration, PreferencePair, Takeover
 from storage.records import PreferencePairRecord
 from storage.store import Store
 from takeover.datasets import (
@@ -275,55 +272,46 @@ def _pair_states(
     store: Store, run: str, iteration: int, config: PairConfig, spec: FeatureSpec, only_iteration: bool
 ) -> list[PairState]:
     window = round(config.pre_takeover_window_s / FIXED_DELTA_S)
-    with Session(store.engine) as session:
-        stmt = (
-            select(Takeover.id, Takeover.episode_id, Takeover.frame)
-            .join(Episode, Episode.id == Takeover.episode_id)
-            .outerjoin(Iteration, Iteration.id == Episode.iteration_id)
-            .where(Episode.run == run, Episode.phase.in_(list(config.rollout_phases)))
-            .order_by(Takeover.episode_id, Takeover.frame)
+    scope = {"iteration": iteration} if only_iteration else {"max_iteration": iteration}
+    takeovers = store.list_takeovers(run=run, phases=config.rollout_phases, **scope)
+    episodes = sorted({t.episode_id for t in takeovers})
+    clips = store.list_clips(episode_ids=episodes) if episodes else []
+    frames = store.list_frames(episode_ids=episodes) if episodes else None
+    row_of = (
+        {}
+        if frames is None
+        else dict(
+            zip(
+                zip(frames.clip_id.tolist(), frames.frame.tolist(), strict=True),
+                frames.row.tolist(),
+                strict=True,
+            )
         )
-        if only_iteration:
-            stmt = stmt.where(Iteration.number == iteration)
-        else:
-            stmt = stmt.where(or_(Iteration.number.is_(None), Iteration.number <= iteration))
-        takeovers = session.execute(stmt).all()
-        episodes = sorted({int(t.episode_id) for t in takeovers})
-        clips = (
-            session.execute(
-                select(
-                    Clip.id, Clip.episode_id, Clip.takeover_id, Clip.start_frame, Clip.end_frame, Clip.arrays
-                )
-                .where(Clip.episode_id.in_(episodes))
-                .order_by(Clip.id)
-            ).all()
-            if episodes
-            else []
-        )
+    )
     usable = training_clips(
-        [(int(c.id), dict(c.arrays)) for c in clips], PAIR_SAMPLE_KEYS, spec, f"takeover clips of run {run!r}"
+        [(c.id, dict(c.arrays)) for c in clips], PAIR_SAMPLE_KEYS, spec, f"takeover clips of run {run!r}"
     )
     by_episode: dict[int, list] = defaultdict(list)
     for c in clips:
-        if int(c.id) in usable:
-            by_episode[int(c.episode_id)].append(c)
+        if c.id in usable:
+            by_episode[c.episode_id].append(c)
     states: dict[tuple[int, int], PairState] = {}
     for t in takeovers:
-        trigger = int(t.frame)
+        trigger = t.frame
         frames = [
             trigger,
             *range(trigger - config.stride_frames, trigger - window - 1, -config.stride_frames),
         ]
         for f in frames:
-            if f < 0 or (int(t.episode_id), f) in states:
+            if f < 0 or (t.episode_id, f) in states:
                 continue
-            covering = [c for c in by_episode[int(t.episode_id)] if c.start_frame <= f < c.end_frame]
+            covering = [c for c in by_episode[t.episode_id] if (c.id, f) in row_of]
             if not covering:
                 continue
             # Prefer the clip of this takeover; clips are ordered by id otherwise.
             clip = next((c for c in covering if c.takeover_id == t.id), covering[0])
-            states[(int(t.episode_id), f)] = PairState(
-                int(t.episode_id), int(t.id), int(clip.id), f, f - int(clip.start_frame), f == trigger
+            states[(t.episode_id, f)] = PairState(
+                t.episode_id, t.id, clip.id, f, row_of[(clip.id, f)], f == trigger
             )
     return sorted(states.values(), key=lambda s: (s.clip_id, s.frame))
 
@@ -405,12 +393,7 @@ def build_preference_pairs(
 
 
 def _stored_pair_ids(store: Store, episodes: Sequence[int]) -> set[int]:
-    with Session(store.engine) as session:
-        return set(
-            session.execute(
-                select(PreferencePair.id).where(PreferencePair.episode_id.in_(list(episodes)))
-            ).scalars()
-        )
+    return {p.id for p in store.list_preference_pairs(episode_ids=episodes)}
 
 
 @torch.no_grad()
