@@ -571,9 +571,46 @@ class PDMLiteExpert:
         if free.any():
             k = int(np.argmax(free))
             a = min(a_nom, float(accels[k + 1]))
+        elif self._escape_clear(snapshot, sel, actor_fc, path_xy, s_win, ego, v0, a_nom, steps, lane_change):
+            # Inside a junction no braking avoids it (a crossing car would hit the ego where it stops):
+            # clear the conflict zone instead.
+            a = cfg.longitudinal.max_accel_mps2
         else:
             a = -cfg.longitudinal.max_decel_mps2
-        return a, HazardForecast(actor_id, ttc, ego_fc[0], fc.dt_s, -a), reason, actor_id
+        return a, HazardForecast(actor_id, ttc, ego_fc[0], fc.dt_s, max(-a, 0.0)), reason, actor_id
+
+    def _escape_clear(
+        self,
+        snapshot: WorldSnapshot,
+        sel: np.ndarray,
+        actor_fc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        path_xy: np.ndarray,
+        s_win: np.ndarray,
+        ego: EgoOnRoute,
+        v0: float,
+        a_nom: float,
+        steps: int,
+        lane_change: bool,
+    ) -> bool:
+        """In a junction, with nothing ahead the IDM brakes hard for: does driving on at full
+        acceleration avoid every predicted overlap?"""
+        cfg = self.cfg
+        fc = cfg.forecast
+        junction = self.route.next_junction(ego.s)
+        if junction is None or not (junction[0] <= ego.s_front and ego.s - ego.half_length <= junction[1]):
+            return False
+        if a_nom < -cfg.idm.comfort_decel_slow_mps2:
+            return False  # something the IDM follows is in the way: driving on is no escape
+        go = speed_profiles(
+            ego.v, np.array([cfg.longitudinal.max_accel_mps2]), np.array([max(v0, ego.v)]), fc.dt_s, steps
+        )
+        pose = snapshot.ego.pose
+        poses, travelled = rollout_ego_on_path(
+            pose.x, pose.y, pose.yaw, path_xy, float(s_win[0]), self.route.spacing_m, ego.s, go[0], fc.dt_s,
+            cfg.lateral, cfg.bicycle,
+        )  # fmt: skip
+        go_fc = resample_by_distance(poses, travelled, distances_from_speeds(ego.v, go, fc.dt_s))
+        return not self._overlaps(snapshot, sel, actor_fc, go_fc, steps, lane_change, True)[0].any()
 
     def _horizon(self, ego: EgoOnRoute, lat: LateralPlan) -> float:
         fc = self.cfg.forecast

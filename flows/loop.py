@@ -141,8 +141,8 @@ def collect_takeovers_flow(
     return _collect(
         EpisodeMode.TAKEOVER, "collect-takeovers", routes=routes, route_ids=route_ids, seeds=seeds or [0],
         run=run, iteration=iteration, checkpoint=checkpoint, maps=maps, backend=backend,
-        concurrency=concurrency, retries=retries, retry_delay_s=retry_delay_s, db_url=db_url, clip_root=clip_root, overrides=overrides,
-        carla_overrides=carla_overrides, carla_managed=carla_managed,
+        concurrency=concurrency, retries=retries, retry_delay_s=retry_delay_s, db_url=db_url,
+        clip_root=clip_root, overrides=overrides, carla_overrides=carla_overrides, carla_managed=carla_managed,
     )  # fmt: skip
 
 
@@ -266,7 +266,7 @@ def nightly_iteration_flow(
             create_markdown_artifact(
                 iteration_markdown(store, result, config.eval.takeover_phase),
                 key=artifact_key("nightly-iteration", run, result.iteration),
-                description=f"iteration {result.iteration}: disengagements of the collection and the evaluation",
+                description=f"iteration {result.iteration}: disengagements of collection and evaluation",
             )
     create_markdown_artifact(
         loop_markdown(loop), key=artifact_key("nightly-iteration", run, "history"), description="run history"

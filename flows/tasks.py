@@ -28,7 +28,8 @@ DEFAULT_RETRY_DELAY_S = 5.0
 
 
 def open_store(db_url: str | None, clip_root: str | None) -> Store:
-    """The takeover store: the flow's parameters, else $TAKEOVER_DB_URL / $TAKEOVER_CLIP_ROOT, else conf/storage.yaml."""
+    """The takeover store: the flow's parameters, else $TAKEOVER_DB_URL / $TAKEOVER_CLIP_ROOT, else
+    conf/storage.yaml."""
     return Store.from_config(load_config(StorageConfig, STORAGE_CONFIG), db_url=db_url, clip_root=clip_root)
 
 

@@ -68,7 +68,7 @@ SHA_NAME_CHARS = 12  # checkpoint sha256 prefix in failure-row names
 
 
 class EvaluationError(TakeoverError):
-    """An evaluation cannot run or cannot be compared: no routes/seeds, a missing checkpoint, every episode failed."""
+    """An evaluation cannot run: no routes or seeds, a missing checkpoint, every episode failed."""
 
 
 # ------------------------------------------------------------------------------------------ configs

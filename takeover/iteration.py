@@ -14,8 +14,9 @@ in the DAgger-only ablation, `use_dpo: false`); evaluate: the candidate on the h
 Every finished step is logged in the database as a `training_rounds` row of kind "step" (name = the
 step, status completed or skipped, metrics, outputs in `config`, input and output checkpoints); a
 failed attempt is a row of kind "step_failure" with the error. Running an iteration again skips its
-completed and skipped steps and re-reads their outputs from those rows, so an iteration that crashed half-way resumes at the step that did not finish; inside a
-collection or evaluation step, episodes already stored are not driven again either.
+completed and skipped steps and re-reads their outputs from those rows, so an iteration that crashed
+half-way resumes at the step that did not finish; inside a collection or evaluation step, episodes
+already stored are not driven again either.
 
 `base_run` starts a run from another run's v0: its demonstrations (DAgger's base data), its v0
 checkpoint and v0's evaluation are reused, so the two arms of the DPO ablation share one v0.
@@ -619,7 +620,10 @@ def _eval_of(record: StepRecord | None) -> EvalResult | None:
 
 
 def _start_iteration(ctx: _Context, iteration: int, base: CheckpointRef | None) -> int:
-    """The iteration's row (created with the config on first call); LoopError if the run's protocol changed."""
+    """The iteration's row (created with the config on first call).
+
+    LoopError when the run's protocol (ablation switch, evaluation) differs from an earlier iteration's.
+    """
     wanted = _comparable(ctx.config)
     with Session(ctx.store.engine) as session:
         rows = session.execute(

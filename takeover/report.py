@@ -189,9 +189,8 @@ def ablation_table(arms: Sequence[LoopResult]) -> Table:
 
 def eval_table(result: EvalResult) -> Table:
     """Per route: scores averaged over seeds and disengagements per km; then the totals."""
-    table = Table(
-        title=f"{Path(result.checkpoint_path).name} ({result.checkpoint_sha256[:SHA_SHOWN]}) on {result.route_set}"
-    )
+    name = Path(result.checkpoint_path).name
+    table = Table(title=f"{name} ({result.checkpoint_sha256[:SHA_SHOWN]}) on {result.route_set}")
     for column in ("route", "scenario", "seeds", "DS", "RC %", "IP", "SR %", "dis/km"):
         table.add_column(column)
     for row in result.per_route():
@@ -307,18 +306,31 @@ def disengagement_markdown(
     for c in counts:
         by_reason[c.reason] = by_reason.get(c.reason, 0) + c.takeovers
         by_scenario[c.scenario_type] = by_scenario.get(c.scenario_type, 0) + c.takeovers
-    parts += ["## Disengagements per reason", "",
-              _markdown_table(["reason", "takeovers"], sorted(by_reason.items(), key=lambda kv: -kv[1])), "",
-              "## Disengagements per scenario type", "",
-              _markdown_table(["scenario type", "takeovers"], sorted(by_scenario.items(), key=lambda kv: -kv[1])), "",
-              "## Per reason and scenario type", "",
-              _markdown_table(["reason", "scenario type", "takeovers", "mean speed km/h"],
-                              [(c.reason, c.scenario_type, c.takeovers, f"{c.mean_speed_kmh:.1f}") for c in counts]),
-              ""]  # fmt: skip
+    reason_rows = sorted(by_reason.items(), key=lambda kv: -kv[1])
+    scenario_rows = sorted(by_scenario.items(), key=lambda kv: -kv[1])
+    detail_rows = [(c.reason, c.scenario_type, c.takeovers, f"{c.mean_speed_kmh:.1f}") for c in counts]
+    parts += [
+        "## Disengagements per reason",
+        "",
+        _markdown_table(["reason", "takeovers"], reason_rows),
+        "",
+        "## Disengagements per scenario type",
+        "",
+        _markdown_table(["scenario type", "takeovers"], scenario_rows),
+        "",
+        "## Per reason and scenario type",
+        "",
+        _markdown_table(["reason", "scenario type", "takeovers", "mean speed km/h"], detail_rows),
+        "",
+    ]
     if failures:
-        parts += ["## Failed route x seeds", "",
-                  _markdown_table(["route", "seed", "phase", "error"],
-                                  [(f.route_id, f.seed, f.phase, f.error.replace("|", "/")) for f in failures]), ""]  # fmt: skip
+        failure_rows = [(f.route_id, f.seed, f.phase, f.error.replace("|", "/")) for f in failures]
+        parts += [
+            "## Failed route x seeds",
+            "",
+            _markdown_table(["route", "seed", "phase", "error"], failure_rows),
+            "",
+        ]
     return "\n".join(parts)
 
 

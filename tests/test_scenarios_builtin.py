@@ -281,6 +281,8 @@ def test_signalized_left_turn_oncoming_flow_crosses_the_ego_path_and_lights_free
     a = rail.snap.actors
     upstream = (a.role == int(ActorRole.SCENARIO)) & (np.cos(a.yaw - ego_yaw) < -0.9)
     assert upstream.any()  # and more keep coming from the opposite side
+    flow_ids = set(a.id[a.role == int(ActorRole.SCENARIO)].tolist())
+    assert flow_ids == set(rail.info().actor_ids)  # ScenarioInfo lists the live flow vehicles
     rail.place(float(rail.w.dense.s[j.exit_index]) + 25.0, 8.0)
     rail.run(2, 8.0)
     assert rail.info().status == "done"

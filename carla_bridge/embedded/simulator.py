@@ -131,6 +131,7 @@ class EmbeddedSimulator:
         self._last = snap
         return snap
 
+
 def _clipped(c: Control) -> Control:
     """Control.clipped() without numpy (this runs every tick)."""
     if 0.0 <= c.throttle <= 1.0 and -1.0 <= c.steer <= 1.0 and 0.0 <= c.brake <= 1.0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import carla
 import numpy as np
@@ -87,6 +88,8 @@ class World:
         self.ego_accel = np.zeros(2)
         self.ego_yaw_rate = 0.0
         self.ego_control = Control()
+        # Scenarios that disturb the ego (ControlLoss) install a function here; tick() applies it.
+        self.control_perturbation: Callable[[Control], Control] | None = None
         self.route_index = 0
         self.route_lateral = 0.0
         self._locate = route_locator()
@@ -502,6 +505,8 @@ class World:
     def tick(self, control: Control) -> None:
         """Advance the world by dt: ego, scripted actors, signals, traffic, walkers, route progress."""
         dt = self.dt
+        if self.control_perturbation is not None:
+            control = self.control_perturbation(control)
         x0, y0, yaw0, _v0, _ = self.ego
         vel0 = self.ego_velocity
         self.ego = bicycle_step_scalar(self.ego, control, dt, self.cfg.vehicle)

@@ -83,6 +83,7 @@ class _BlockedLane(Scenario):
         self.block_s = self.trigger_s + distance
         self.last_s = self.block_s
         _, self.block_node = route_node_at_s(world, self.block_s)
+        self.owned: list[int] = []  # the standing / riding actors (the flow's vehicles come and go)
         self.flow: ActorFlow | None = None
         self._gaps = interval_param(spec, "frequency", self.default_frequency_m)
         self.place(world, spec)
@@ -107,12 +108,13 @@ class _BlockedLane(Scenario):
     def tick(self, world: World) -> str:
         if self.flow is not None:
             self.flow.tick(world)
+            self.actor_ids = [*self.owned, *self.flow.ids]
         return DONE if self.passed(world) else RUNNING
 
     def cleanup(self, world: World) -> None:
         if self.flow is not None:
             self.flow.remove_all(world)
-        for aid in self.actor_ids:
+        for aid in self.owned:
             world.remove_actor(aid)
 
     def spawn_on_route(self, world: World, s: float, right_m: float, type_id: str, role: ActorRole) -> int:
@@ -123,6 +125,7 @@ class _BlockedLane(Scenario):
         x = float(g.xy[node, 0]) - math.sin(yaw) * right_m
         y = float(g.xy[node, 1]) + math.cos(yaw) * right_m
         aid = world.spawn_scripted(Pose(x, y, float(g.z[node]), yaw), type_id, role)
+        self.owned.append(aid)
         self.actor_ids.append(aid)
         return aid
 
@@ -165,14 +168,14 @@ class HazardAtSideLane(_BlockedLane):
 
     def on_trigger(self, world: World) -> None:
         super().on_trigger(world)
-        for aid, s in zip(self.actor_ids, self.bike_s, strict=True):
+        for aid, s in zip(self.owned, self.bike_s, strict=True):
             xy, yaw = route_polyline(world, s, s + self.ride_m + BIKE_PATH_EXTRA_M)
             world.set_path(
                 aid, offset_polyline(xy, yaw, self.shift), self.speed, max_accel_mps2=BIKE_ACCEL_MPS2
             )
 
     def passed(self, world: World) -> bool:
-        lead = world.scripted.get(self.actor_ids[-1])
+        lead = world.scripted.get(self.owned[-1])
         if lead is None:
             return True
         lead_s = self.bike_s[-1] + lead.s  # the bicycles ride along the route polyline

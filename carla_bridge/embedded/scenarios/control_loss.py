@@ -13,12 +13,8 @@ hold its lane and speed through it. Done ROUTE_END_M past the last spot.
 The debris itself is not spawned: the embedded collision test counts any static prop the ego
 touches as a layout collision, and the expert would steer around dirt it should drive over.
 
-The perturbation acts through the world's control hook when it has one (proposed API, see
-`_apply_hook`: ``World.control_perturbation: Callable[[Control], Control] | None`` applied to the
-ego's control inside ``World.tick`` before the bicycle step). Without it, the scenario re-runs the
-ego's last bicycle step with the perturbed control right after the world tick (same equations, same
-start state, so the ego ends where the hook would have put it; the traffic of that tick saw the
-unperturbed ego, a few centimetres away).
+The perturbation acts through the world's control hook (`World.control_perturbation`), applied to
+the ego's control inside `World.tick` before the bicycle step.
 """
 
 from __future__ import annotations
@@ -26,11 +22,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from carla_bridge.embedded.scenarios.base import DONE, RUNNING, Scenario, register
-from carla_bridge.embedded.scenarios.placement import trigger_index, wrap
-from carla_bridge.embedded.vehicle_model import bicycle_step_scalar
+from carla_bridge.embedded.scenarios.placement import trigger_index
 from carla_bridge.route import ScenarioSpec
 from carla_bridge.snapshot import Control
 
@@ -43,7 +36,6 @@ NOISE_DURATION_S = 1.0
 THROTTLE_NOISE_RANGE = (0.05, 0.1)
 STEER_NOISE_RANGE = (0.02, 0.07)
 ROUTE_END_M = 30.0
-HOOK_ATTRIBUTE = "control_perturbation"
 
 
 def perturbed(control: Control, throttle_noise: float, steer_noise: float) -> Control:
@@ -79,9 +71,6 @@ class ControlLoss(Scenario):
         self.active_until = -math.inf
         self.active_noise = (0.0, 0.0)
         self.perturbed_ticks = 0  # ticks with a perturbed control (tests, reports)
-        self._prev: tuple[float, float, float, float, float] | None = None
-        self._prev_velocity = np.zeros(2)
-        self.use_hook = hasattr(world, HOOK_ATTRIBUTE)
         self._now = 0.0
 
     @property
@@ -90,12 +79,9 @@ class ControlLoss(Scenario):
 
     def on_trigger(self, world: World) -> None:
         self._now = world.time_s
-        self._remember(world)
 
     def tick(self, world: World) -> str:
         self._now = world.time_s
-        if self.active and not self.use_hook:
-            self._restep(world)
         self.perturbed_ticks += int(self.active)
         if self.next_spot < len(self.spot_s):
             reached = world.route_s() >= self.spot_s[self.next_spot] - SPOT_TRIGGER_M
@@ -104,7 +90,6 @@ class ControlLoss(Scenario):
                 self.active_until = world.time_s + NOISE_DURATION_S
                 self.next_spot += 1
         self._apply_hook(world)
-        self._remember(world)
         if (
             self.next_spot >= len(self.spot_s)
             and not self.active
@@ -119,31 +104,9 @@ class ControlLoss(Scenario):
 
     # ------------------------------------------------------------------ the perturbation
     def _apply_hook(self, world: World) -> None:
-        """Install (or clear) the perturbation on worlds that offer the control hook."""
-        if not self.use_hook:
-            return
+        """Install (or clear) the perturbation of the ego's next controls."""
         if self.active:
             thr, st = self.active_noise
-            setattr(world, HOOK_ATTRIBUTE, lambda c: perturbed(c, thr, st))
+            world.control_perturbation = lambda c: perturbed(c, thr, st)
         else:
-            setattr(world, HOOK_ATTRIBUTE, None)
-
-    def _remember(self, world: World) -> None:
-        self._prev = tuple(world.ego)  # type: ignore[assignment]
-        self._prev_velocity = np.array(world.ego_velocity, np.float64)
-
-    def _restep(self, world: World) -> None:
-        """Redo the world's last ego step from the remembered state with the perturbed control."""
-        if self._prev is None:
-            return
-        dt = world.dt
-        control = perturbed(world.ego_control, *self.active_noise)
-        x0, y0, yaw0, _, _ = self._prev
-        new = bicycle_step_scalar(self._prev, control, dt, world.cfg.vehicle)
-        velocity = np.array([(new[0] - x0) / dt, (new[1] - y0) / dt])
-        world.ego = new
-        world.ego_accel = (velocity - self._prev_velocity) / dt
-        world.ego_velocity = velocity
-        world.ego_yaw_rate = float(wrap(new[2] - yaw0)) / dt
-        world.ego_control = control
-        world._update_route_progress()
+            world.control_perturbation = None

@@ -112,6 +112,7 @@ class _JunctionScenario(Scenario):
         self.junction: JunctionCrossing = junction_after(world, trigger_index(world, spec))
         self.end_s = float(world.dense.s[self.junction.exit_index]) + JUNCTION_END_M
         self.flow: ActorFlow | None = None
+        self.owned: list[int] = []  # scripted adversaries (flow vehicles are listed while they live)
         self.froze_lights = False
         self.t0 = 0.0
 
@@ -121,12 +122,13 @@ class _JunctionScenario(Scenario):
     def tick(self, world: World) -> str:
         if self.flow is not None:
             self.flow.tick(world)
+        self.actor_ids = [*self.owned, *(self.flow.ids if self.flow is not None else ())]
         return DONE if world.route_s() > self.end_s else RUNNING
 
     def cleanup(self, world: World) -> None:
         if self.flow is not None:
             self.flow.remove_all(world)
-        for aid in self.actor_ids:
+        for aid in self.owned:
             world.remove_actor(aid)
         if self.froze_lights:
             freeze_lights(world, {}, self.junction.junction_id, 0.0)
@@ -383,7 +385,8 @@ class _OppositeVehicle(_JunctionScenario):
             cars = vehicles_of(ADVERSARY_CAR_CATEGORY)
             bp = cars[int(world.rng.integers(len(cars)))]
             role = ActorRole.SCENARIO
-        self.actor_ids.append(world.spawn_scripted(pose, bp.type_id, role))
+        self.owned.append(world.spawn_scripted(pose, bp.type_id, role))
+        self.actor_ids = list(self.owned)
         if self.runs_red_light:
             states: dict[int, TrafficLightState] = {}
             src = self.light_of(world, self.source)
@@ -400,7 +403,7 @@ class _OppositeVehicle(_JunctionScenario):
             near = math.hypot(*(world.ego_xy - self.collision_xy)) < ADVERSARY_MIN_TRIGGER_M
             if near or ego_time_to_arrival(world, self.collision_xy) < ADVERSARY_SYNC_TIME_S:
                 world.set_path(
-                    self.actor_ids[0],
+                    self.owned[0],
                     world.graph.xy[self.nodes],
                     self.speed,
                     max_accel_mps2=ADVERSARY_ACCEL_MPS2,

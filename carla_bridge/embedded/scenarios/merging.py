@@ -99,6 +99,7 @@ class ParametrizedActorFlow(Scenario):
     def tick(self, world: World) -> str:
         if self.flow is not None:
             self.flow.tick(world)
+            self.actor_ids = list(self.flow.ids)
         return DONE if world.route_s() > self.end_s else RUNNING
 
     def cleanup(self, world: World) -> None:
@@ -151,6 +152,7 @@ class SequentialLaneChange(Scenario):
     def tick(self, world: World) -> str:
         for flow in self.flows:
             flow.tick(world)
+        self.actor_ids = [aid for flow in self.flows for aid in flow.ids]
         return DONE if world.route_s() > self.end_s else RUNNING
 
     def cleanup(self, world: World) -> None:
