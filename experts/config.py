@@ -107,7 +107,7 @@ class ForecastConfig:
     ego_scale_speed_mps: float = 5.0
     vehicle_scale_long: float = 1.2
     vehicle_scale_long_lane_change: float = 2.0
-    vehicle_width_growth: float = 0.3  # relative extra width at the end of the horizon
+    vehicle_width_growth: float = 0.15  # relative extra width at the end of the horizon
     walker_min_speed_mps: float = 0.5
     walker_min_half_extent_m: float = 0.6
     vehicle_max_accel_mps2: float = 1.5  # held-throttle forecasts never accelerate faster than this
@@ -154,7 +154,7 @@ class ObstacleConfig:
     wait_gap_m: float = 11.0  # bumper gap kept behind an obstacle (or a standing queue that may be one)
     min_turn_radius_m: float = 6.0  # a shift must fit two arcs of this radius before the obstacle
     pass_accel_mps2: float = 2.0  # acceleration assumed for the pass time
-    invading_lookahead_m: float = 30.0  # oncoming vehicles cutting into the lane this close are dodged
+    invading_lookahead_m: float = 50.0  # oncoming vehicles cutting into the lane this close are dodged
     invading_max_yaw_deg: float = 30.0  # ... when they face the ego within this angle
 
 

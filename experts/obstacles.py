@@ -456,6 +456,12 @@ class ObstaclePlanner:
         if not onc.any():
             return None
         offset = min(float(frame.d_right[onc].max()) + corridor, cfg.max_in_lane_shift_m)
+        # ... but not into whoever walks or rides along the right edge over that stretch
+        s_end = float(frame.s_far[onc].max())
+        right = (frame.d > 0.0) & (frame.s_far > ego.s - ego.half_length) & (frame.s_near < s_end) & ~onc
+        right &= frame.d_left > 0.0
+        if right.any():
+            offset = min(offset, float(frame.d_left[right].min()) - corridor)
         if offset <= 0.05:
             return None
         # Full offset from the ego on (the expert blends from where the ego actually is).

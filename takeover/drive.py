@@ -40,22 +40,27 @@ def drive_route(
     seed: int,
     agent: Agent,
     repetition: int = 0,
-    video: RouteVideo | None = None,
+    video_path: Path | None = None,
     on_tick: Callable[[WorldSnapshot], None] | None = None,
 ) -> DriveOutcome:
-    """One route until the scoring ends it (completion, deviation, blockage, timeout)."""
+    """One route until the scoring ends it (completion, deviation, blockage, timeout); optionally filmed."""
     start = time.perf_counter()
     snapshot = sim.reset(route, seed)
     agent.reset(route, sim.map)
+    video = RouteVideo(video_path, sim.map, route) if video_path is not None else None
     ticks = 0
-    while not sim.done:
-        control = agent.run_step(snapshot)
+    try:
+        while not sim.done:
+            control = agent.run_step(snapshot)
+            if video is not None:
+                video.add(snapshot, agent)
+            snapshot = sim.step(control)
+            ticks += 1
+            if on_tick is not None:
+                on_tick(snapshot)
+    finally:
         if video is not None:
-            video.add(snapshot, agent)
-        snapshot = sim.step(control)
-        ticks += 1
-        if on_tick is not None:
-            on_tick(snapshot)
+            video.close()
     wall = time.perf_counter() - start
     record = sim.criteria.record(index=repetition, duration_system_s=wall)
     record = replace(record, route_id=record_name(route, repetition))
@@ -82,24 +87,18 @@ def drive_routes(
         for route in routes:
             for repetition, seed in enumerate(seeds):
                 task = progress.add_task(f"route {route.id} seed {seed}", total=100)
-                video = None
+                video_path = None
                 if video_dir is not None:
-                    video = RouteVideo(
-                        video_dir / f"{record_name(route, repetition)}_{agent.name}.mp4", sim.map, route
-                    )
-                try:
-                    outcome = drive_route(
-                        sim,
-                        route,
-                        seed,
-                        agent,
-                        repetition,
-                        video,
-                        on_tick=lambda s, t=task: progress.update(t, completed=s.route.completion),
-                    )
-                finally:
-                    if video is not None:
-                        video.close()
+                    video_path = video_dir / f"{record_name(route, repetition)}_{agent.name}.mp4"
+                outcome = drive_route(
+                    sim,
+                    route,
+                    seed,
+                    agent,
+                    repetition,
+                    video_path,
+                    on_tick=lambda s, t=task: progress.update(t, completed=s.route.completion),
+                )
                 outcomes.append(outcome)
                 progress.remove_task(task)
                 progress.advance(overall)
