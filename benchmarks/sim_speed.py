@@ -4,8 +4,7 @@ Runs the simulator on the built-in town (carla_bridge/assets/maps/Takeover01.xod
 missing) and on Town04 with 0, 20 and 50 background vehicles, in three modes:
 
     physics          fixed control (the ego brakes), traffic + signals + snapshot, no scoring
-    driver           a minimal lane-following driver (pure pursuit on the dense route, P speed control
-                     with a stop for the nearest actor in its corridor), no scoring
+    driver           the `autopilot` agent (carla_bridge.autopilot) drives, no scoring
     driver+scoring   the same with carla_bridge.scoring's RouteCriteria every tick
 
 Each cell is the best of `--repeats` runs of `--ticks` ticks after a warm-up ("present" is the mean
@@ -20,55 +19,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from carla_bridge.autopilot import Autopilot
 from carla_bridge.embedded import EmbeddedSimulator, SimConfig
 from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.lane_routes import route_along_lanes
 from carla_bridge.maps import MapLibrary
 from carla_bridge.simulator import FIXED_DELTA_S
-from carla_bridge.snapshot import Control, WorldSnapshot
+from carla_bridge.snapshot import Control
 
 BUILTIN_TOWN = "Takeover01"
 FALLBACK_TOWN = "Town01"
 ROUTE_LENGTH_M = 3000.0
 SPAWN_RADIUS_M = 120.0  # wider than the default so that 50 vehicles fit on a small town
 WARMUP_TICKS = 100
-CRUISE_SPEED_MPS = 9.0
-LOOKAHEAD_M = 6.0
-WHEELBASE_M = 2.9
-CORRIDOR_M = 1.2  # half width of the driver's path corridor (plus the other actor's half width)
-SPEED_GAIN = 0.4  # throttle per m/s of speed error
-STEER_PER_RAD = 1.0 / 0.3685  # steer = wheel angle / max wheel angle (World-on-Rails)
-
-
-def lane_following_driver(snap: WorldSnapshot, dense_xy: np.ndarray, dense_s: np.ndarray) -> Control:
-    """Pure pursuit on the dense route + P speed control; stops behind an actor in its corridor."""
-    ego = snap.ego
-    x, y, yaw = ego.pose.x, ego.pose.y, ego.pose.yaw
-    i = snap.route.index
-    j = min(int(np.searchsorted(dense_s, dense_s[i] + LOOKAHEAD_M)), len(dense_s) - 1)
-    dx, dy = dense_xy[j, 0] - x, dense_xy[j, 1] - y
-    c, s = math.cos(yaw), math.sin(yaw)
-    lx, ly = dx * c + dy * s, -dx * s + dy * c
-    wheel = math.atan2(2.0 * WHEELBASE_M * ly, max(lx * lx + ly * ly, 1e-3))
-    target = CRUISE_SPEED_MPS
-    a = snap.actors
-    if len(a):
-        rx, ry = a.xyz[:, 0] - x, a.xyz[:, 1] - y
-        fwd, lat = rx * c + ry * s, -rx * s + ry * c
-        ahead = (fwd > 0.0) & (fwd < 30.0) & (np.abs(lat) < CORRIDOR_M + a.extent[:, 1])
-        if ahead.any():
-            gap = float(fwd[ahead].min()) - 6.0
-            target = min(target, max(0.0, gap) * 0.5)
-    err = target - ego.speed
-    if target == 0.0 or err < -1.0:
-        return Control(throttle=0.0, steer=wheel * STEER_PER_RAD, brake=min(1.0, 0.3 - err * 0.2))
-    return Control(throttle=min(max(err * SPEED_GAIN + 0.3, 0.0), 1.0), steer=wheel * STEER_PER_RAD)
 
 
 def busiest_start(graph: LaneGraph, radius_m: float, samples: int = 300) -> int:
@@ -102,15 +70,16 @@ def run_case(
     start = busiest_start(graph, cfg.traffic.spawn_radius_m)
     route = route_along_lanes(graph, town, start, ROUTE_LENGTH_M, choose=lambda succ: int(rng.choice(succ)))
     snap = sim.reset(route, seed)
-    dense_xy, dense_s = route.dense.xyz[:, :2], route.dense.s
+    autopilot = Autopilot()
+    autopilot.reset(route, sim.map)
     driving = mode != "physics"
     brake = Control(brake=1.0)
     for _ in range(WARMUP_TICKS):
-        snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
+        snap = sim.step(autopilot.run_step(snap) if driving else brake)
     count = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(ticks):
-        snap = sim.step(lane_following_driver(snap, dense_xy, dense_s) if driving else brake)
+        snap = sim.step(autopilot.run_step(snap) if driving else brake)
         count += len(snap.actors)
     return time.perf_counter() - t0, time.process_time() - c0, count / ticks
 

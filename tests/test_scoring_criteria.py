@@ -374,6 +374,38 @@ def test_given_20_m_in_the_opposite_lane_when_route_ends_then_outside_share_is_2
     assert not record.success
 
 
+def _two_ways(status: str, type_name: str = "ParkedObstacleTwoWays") -> tuple[ScenarioInfo, ...]:
+    return (ScenarioInfo(name=f"{type_name}_1", type=type_name, status=status, trigger_xy=(90.0, LANE_Y)),)
+
+
+@pytest.mark.parametrize(
+    ("scenarios", "expected_m"),
+    [
+        (_two_ways("running"), 0.0),  # SwitchWrongDirectionTest(False): the opposite lane is allowed
+        (_two_ways("done"), 20.0),  # the scenario ended: the test is back on
+        (_two_ways("pending"), 20.0),
+        (_two_ways("running", "ParkedObstacle"), 20.0),  # one-way variant: no switch
+    ],
+)
+def test_given_20_m_in_the_opposite_lane_when_a_two_ways_scenario_runs_then_only_running_two_ways_exempts(
+    tiny_map, scenarios, expected_m
+):
+    criteria = RouteCriteria(tiny_route(), tiny_map)
+    for frame, x in enumerate(np.arange(0.0, 150.0, 0.5)):
+        y = OPPOSITE_Y if 100.0 <= x < 120.0 else LANE_Y
+        criteria.update(make_snapshot(frame, float(x), y, scenarios=scenarios))
+    assert criteria._outside.outside_m == pytest.approx(expected_m)
+
+
+def test_given_running_two_ways_scenario_when_ego_is_on_the_sidewalk_then_it_still_counts_as_outside(
+    tiny_map,
+):
+    criteria = RouteCriteria(tiny_route(), tiny_map)
+    for frame, x in enumerate(np.arange(0.0, 50.0, 0.5)):
+        criteria.update(make_snapshot(frame, float(x), 7.0, scenarios=_two_ways("running")))
+    assert criteria._outside.percentage == pytest.approx(100.0)
+
+
 def test_given_ego_in_the_parking_lane_or_on_the_sidewalk_when_driving_then_only_the_sidewalk_is_outside(
     tiny_map,
 ):

@@ -74,6 +74,8 @@ class World:
         self.walkers = WalkerModel(sidewalks, cfg.walkers, self.rng)
         self.scripted = ScriptedActors()
         self.no_spawn = np.zeros(graph.num_nodes, bool)  # nodes scenarios keep free of background traffic
+        # nodes background vehicles may not drive on (count of zones per node; see keep_out_background)
+        self.keep_out = np.zeros(graph.num_nodes, np.int32)
         self._spawn_period = max(1, round(cfg.traffic.density_check_period_s / dt))
         self._spawn_failed_at: tuple[float, float, float] | None = None
         self._spawn_cache: tuple[float, float, np.ndarray] | None = None
@@ -300,6 +302,29 @@ class World:
         """Keep background traffic from spawning on these lane nodes for the rest of the episode."""
         self.no_spawn[np.asarray(nodes, np.int64)] = True
 
+    def keep_out_background(self, nodes: np.ndarray) -> np.ndarray:
+        """Forbid background vehicles on these lane nodes until `allow_background(token)`: none spawn
+        there, and any that drives onto one is removed (the leaderboard's BackgroundActivity
+        RemoveRoadLane / ChangeOppositeBehavior for a running scenario). Zones may overlap. Returns the
+        token (the unique nodes) to pass to `allow_background`."""
+        nodes = np.unique(np.asarray(nodes, np.int64))
+        nodes = nodes[nodes >= 0]
+        self.keep_out[nodes] += 1
+        self._remove_kept_out()
+        return nodes
+
+    def allow_background(self, token: np.ndarray) -> None:
+        """Lift one `keep_out_background` zone."""
+        self.keep_out[token] = np.maximum(self.keep_out[token] - 1, 0)
+
+    def _remove_kept_out(self) -> None:
+        t = self.traffic
+        if len(t) == 0:
+            return
+        out = (self.keep_out[t.node] > 0) & (t.role == int(ActorRole.BACKGROUND))
+        if out.any():
+            t.keep(~out)
+
     # ------------------------------------------------------------------ background traffic control
     def brake_vehicles_ahead(self, distance_m: float, corridor_m: float = 2.0) -> list[int]:
         """Make every lane vehicle ahead of the ego on its route (within `distance_m`) brake hard."""
@@ -400,7 +425,7 @@ class World:
             need = min(need, cfg.max_spawns_per_check)
         inner = cfg.ego_bubble_m if initial else max(cfg.ego_bubble_m, cfg.respawn_min_distance_m)
         dd = np.hypot(*(g.xy[cand] - ego).T)
-        ok = (dd >= inner) & ~self.no_spawn[cand]
+        ok = (dd >= inner) & ~self.no_spawn[cand] & (self.keep_out[cand] == 0)
         block = self._route_block_nodes()
         if block.size:
             near_route = np.zeros(g.num_nodes, bool)
@@ -523,6 +548,7 @@ class World:
             self.scripted.remove(aid)
         self.signals.update(self.time_s)
         self.traffic.step(dt, self.time_s, self.signals, self.ego_obstacles(), self.ego_junction_claims())
+        self._remove_kept_out()
         self.walkers.step(dt)
         if self.frame % self._spawn_period == 0:
             self.manage_traffic(initial=False)

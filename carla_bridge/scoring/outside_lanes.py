@@ -12,6 +12,11 @@ lane centre, whichever is nearer) exceeds half that lane's width plus `allowed_o
   after junctions and the sign toggle elsewhere; lane-id signs are not comparable across roads, so
   the heading test is used at every road change.
 
+While a scenario that switches the wrong-direction test off is running (scenario_runner's TwoWays
+scenarios call SwitchWrongDirectionTest(False) for their whole behaviour: the ego must use the
+opposite lane to pass), driving in a lane of the other direction does not count; driving off the
+lanes still does. The simulator tells which scenarios run through `WorldSnapshot.scenarios`.
+
 The distance the route progress advances (RouteProgress.completed_m) during such ticks is "outside";
 at the end one event reports it as a percentage of the completed route, and the penalty is
 x (1 - pct / 100). Planar distances are used because backends differ in what height the pose has.
@@ -27,11 +32,31 @@ from carla_bridge.scoring.config import OutsideLanesConfig
 from carla_bridge.scoring.events import make_event
 from carla_bridge.snapshot import InfractionEvent, InfractionKind, WorldSnapshot
 
+# scenario_runner scenarios whose behaviour runs inside SwitchWrongDirectionTest(False) ... (True)
+WRONG_DIRECTION_EXEMPT_SCENARIOS = frozenset(
+    {
+        "AccidentTwoWays",
+        "ConstructionObstacleTwoWays",
+        "HazardAtSideLaneTwoWays",
+        "ParkedObstacleTwoWays",
+        "VehicleOpensDoorTwoWays",
+    }
+)
+SCENARIO_RUNNING = "running"
+
 
 def outside_lanes_message(distance_m: float, percentage: float) -> str:
     return (
         f"Agent went outside its route lanes for about {round(distance_m, 3)} meters "
         f"({round(percentage, 2)} % of the completed route)"
+    )
+
+
+def wrong_direction_test_active(snapshot: WorldSnapshot) -> bool:
+    """False while a scenario of WRONG_DIRECTION_EXEMPT_SCENARIOS is running (it switched the test off)."""
+    return not any(
+        sc.status == SCENARIO_RUNNING and sc.type in WRONG_DIRECTION_EXEMPT_SCENARIOS
+        for sc in snapshot.scenarios
     )
 
 
@@ -49,14 +74,15 @@ class OutsideLanesCriterion:
         self._last_lane: tuple[int, int] | None = None
         self._outside_active = False
         self._wrong_active = False
+        self._wrong_direction_test = True  # False while a TwoWays scenario switched it off
         self._last_completed_m: float | None = None
         self.total_m = 0.0
         self.outside_m = 0.0
 
     @property
     def active(self) -> bool:
-        """The ego is outside its route lanes on the latest tick."""
-        return self._outside_active or self._wrong_active
+        """The ego is outside its route lanes on the latest tick (a wrong lane only while that test is on)."""
+        return self._outside_active or (self._wrong_active and self._wrong_direction_test)
 
     @property
     def percentage(self) -> float:
@@ -103,7 +129,8 @@ class OutsideLanesCriterion:
         location = carla.Location(x=pose.x, y=pose.y, z=pose.z)
         driving = self._map.get_waypoint(location, project_to_road=True, lane_type=carla.LaneType.Driving)
         self._outside_active = self._is_outside_driving_lanes(location, driving)
-        self._update_wrong_lane(driving, pose.yaw)
+        self._update_wrong_lane(driving, pose.yaw)  # tracked even while switched off, like the leaderboard
+        self._wrong_direction_test = wrong_direction_test_active(snapshot)
 
         completed = snapshot.route.completed_m
         if self._last_completed_m is not None:
