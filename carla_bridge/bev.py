@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import box_corners
 from carla_bridge.snapshot import ActorKind, Pose, TrafficLightState, WorldSnapshot
 
 if TYPE_CHECKING:
@@ -155,42 +156,6 @@ def validate_bev_config(config: BevConfig) -> None:
     for name in ("route_ahead_m", "route_width_m", "stop_line_thickness_m", "lane_sample_step_m"):
         if getattr(config, name) <= 0:
             raise BevError(f"bev.{name}={getattr(config, name)} must be > 0")
-
-
-# --------------------------------------------------------------------------------------------------
-# Frames (pure, vectorised)
-
-
-def world_to_ego(xy: np.ndarray, ego_pose: Pose) -> np.ndarray:
-    """World points (..., 2) to the ego frame (x forward, y right).
-
-    With d = p - p_ego and heading psi: x_e = cos(psi) d_x + sin(psi) d_y, y_e = -sin(psi) d_x + cos(psi) d_y.
-    """
-    xy = np.asarray(xy, dtype=np.float64)
-    c, s = np.cos(ego_pose.yaw), np.sin(ego_pose.yaw)
-    dx = xy[..., 0] - ego_pose.x
-    dy = xy[..., 1] - ego_pose.y
-    return np.stack([c * dx + s * dy, -s * dx + c * dy], axis=-1)
-
-
-def ego_to_world(xy: np.ndarray, ego_pose: Pose) -> np.ndarray:
-    """Ego-frame points (..., 2) to world: p = p_ego + R(psi) [x_e, y_e], R = [[c, -s], [s, c]]."""
-    xy = np.asarray(xy, dtype=np.float64)
-    c, s = np.cos(ego_pose.yaw), np.sin(ego_pose.yaw)
-    x, y = xy[..., 0], xy[..., 1]
-    return np.stack([ego_pose.x + c * x - s * y, ego_pose.y + s * x + c * y], axis=-1)
-
-
-def box_corners(
-    xy: np.ndarray, yaw: np.ndarray, half_length: np.ndarray, half_width: np.ndarray
-) -> np.ndarray:
-    """Corners (N, 4, 2) of oriented boxes: centre + R(yaw) [+-l, +-w], in order FL, FR, RR, RL."""
-    c, s = np.cos(yaw), np.sin(yaw)
-    lx = np.array([1.0, 1.0, -1.0, -1.0])[None, :] * half_length[:, None]
-    ly = np.array([-1.0, 1.0, 1.0, -1.0])[None, :] * half_width[:, None]
-    x = xy[:, 0:1] + c[:, None] * lx - s[:, None] * ly
-    y = xy[:, 1:2] + s[:, None] * lx + c[:, None] * ly
-    return np.stack([x, y], axis=-1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,7 +443,9 @@ class BevRasterizer:
         # OpenCV fills every pixel a polygon's edge touches, which grows boxes by up to a pixel per side;
         # shrinking by half a pixel makes the drawn area match the box (and tiny boxes stay one pixel).
         inset = 0.5 * self.res
-        corners = box_corners(xy, yaw, np.maximum(half_l - inset, 0.0), np.maximum(half_w - inset, 0.0))
+        corners = box_corners(
+            xy[:, 0], xy[:, 1], yaw, np.maximum(half_l - inset, 0.0), np.maximum(half_w - inset, 0.0)
+        )
         for quad in self._to_shifted_px(a, corners.reshape(-1, 2)).reshape(-1, 4, 2):
             cv2.fillConvexPoly(channel, quad, _FULL, cv2.LINE_8, _SHIFT_BITS)
 

@@ -42,6 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import wrap_angle_pi_inclusive
 
 TOWN_NAME = "Takeover01"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -104,11 +105,6 @@ class TownConfig:
 # --------------------------------------------------------------------------------------------------
 
 
-def wrap_angle(a: float) -> float:
-    """Angle wrapped to (-pi, pi]: a - 2 pi ceil((a - pi) / (2 pi))."""
-    return a - 2.0 * math.pi * math.ceil((a - math.pi) / (2.0 * math.pi))
-
-
 @dataclass(frozen=True)
 class Pose2D:
     x: float
@@ -120,7 +116,7 @@ class Pose2D:
         return Pose2D(self.x - t * math.sin(self.hdg), self.y + t * math.cos(self.hdg), self.hdg)
 
     def reversed(self) -> Pose2D:
-        return Pose2D(self.x, self.y, wrap_angle(self.hdg + math.pi))
+        return Pose2D(self.x, self.y, wrap_angle_pi_inclusive(self.hdg + math.pi))
 
 
 @dataclass(frozen=True)
@@ -147,7 +143,7 @@ class ArcGeometry:
         return Pose2D(
             self.start.x + (math.sin(h) - math.sin(h0)) / k,
             self.start.y + (math.cos(h0) - math.cos(h)) / k,
-            wrap_angle(h),
+            wrap_angle_pi_inclusive(h),
         )
 
 
@@ -224,7 +220,7 @@ def fillet_path(points: Sequence[tuple[float, float]], radius_m: float) -> list[
         arc: tuple[float, float] | None = None
         if i < len(pts) - 1:
             nxt = pts[i + 1] - pts[i]
-            theta = wrap_angle(math.atan2(nxt[1], nxt[0]) - hdg)
+            theta = wrap_angle_pi_inclusive(math.atan2(nxt[1], nxt[0]) - hdg)
             trim_end = radius_m * math.tan(abs(theta) / 2.0)
             arc = (radius_m * abs(theta), math.copysign(1.0 / radius_m, theta))
         line_len = float(np.hypot(*(pts[i] - cursor))) - trim_end
@@ -260,7 +256,7 @@ def connector_curve(start: Pose2D, end: Pose2D) -> CubicGeometry:
     u0 = np.array([math.cos(start.hdg), math.sin(start.hdg)])
     u1 = np.array([math.cos(end.hdg), math.sin(end.hdg)])
     delta = np.array([end.x - start.x, end.y - start.y])
-    theta = wrap_angle(end.hdg - start.hdg)
+    theta = wrap_angle_pi_inclusive(end.hdg - start.hdg)
     if abs(math.sin(theta)) < PARALLEL_SIN_TOLERANCE:
         third = float(np.hypot(*delta)) / 3.0
         return CubicGeometry(start, end, third, third)
@@ -430,7 +426,7 @@ def movement_between(arm_in: Arm, arm_out: Arm) -> Movement | None:
     The travel heading entering is the arm's direction + pi; relative = wrap(out direction - that).
     """
     heading_in = DIRECTION_HEADING[arm_in.direction] + math.pi
-    rel = wrap_angle(DIRECTION_HEADING[arm_out.direction] - heading_in)
+    rel = wrap_angle_pi_inclusive(DIRECTION_HEADING[arm_out.direction] - heading_in)
     if abs(rel) < math.pi / 4.0:
         return "straight"
     if abs(abs(rel) - math.pi / 2.0) < math.pi / 4.0:
@@ -1221,7 +1217,7 @@ def _junction_move(wp_in: carla.Waypoint, candidate: carla.Waypoint, threshold_d
     """Movement of a connecting lane: heading change from entering it to its end (CARLA yaw grows
     clockwise seen from above, so a right turn is a positive change)."""
     end = _lane_end(candidate)
-    delta = wrap_angle(math.radians(end.transform.rotation.yaw - wp_in.transform.rotation.yaw))
+    delta = wrap_angle_pi_inclusive(math.radians(end.transform.rotation.yaw - wp_in.transform.rotation.yaw))
     if abs(math.degrees(delta)) < threshold_deg:
         return "straight"
     return "right" if delta > 0 else "left"

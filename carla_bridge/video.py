@@ -9,8 +9,9 @@ import carla
 import cv2
 import numpy as np
 
-from carla_bridge.bev import BevConfig, BevRasterizer, world_to_ego
+from carla_bridge.bev import BevConfig, BevRasterizer
 from carla_bridge.config import load_config
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.route import Route
 from carla_bridge.snapshot import WorldSnapshot
 

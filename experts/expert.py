@@ -21,6 +21,7 @@ from enum import StrEnum
 import carla
 import numpy as np
 
+from carla_bridge.geometry import boxes_overlap
 from carla_bridge.route import Route
 from carla_bridge.simulator import FIXED_DELTA_S
 from carla_bridge.snapshot import ActorKind, Control, TrafficLightState, WorldSnapshot
@@ -37,7 +38,6 @@ from experts.forecast import (
     slip_angle,
     speed_profiles,
 )
-from experts.geometry import boxes_overlap
 from experts.idm import closing_acceleration, comfort_decel_for_speed, idm_acceleration, required_decel
 from experts.obstacles import EgoOnRoute, LateralPlan, ObstaclePlanner, lane_change_blocker
 from experts.route_prep import (

@@ -17,9 +17,9 @@ import carla
 import numpy as np
 
 from carla_bridge.errors import RouteError
+from carla_bridge.geometry import wrap_angle
 from carla_bridge.route import DenseRoute, RoadOption, Route
 from experts.config import RoutePrepConfig, SpeedConfig
-from experts.geometry import wrap_angle
 
 LANE_CHANGE_DEDUP_M = 5.0  # a smoothed jump this close to a planned lane change is the same one
 

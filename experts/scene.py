@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carla_bridge.geometry import box_half_spans, wrap_angle
 from carla_bridge.snapshot import ActorKind, ActorRole, ActorTable
-from experts.geometry import box_half_spans, wrap_angle
 from experts.route_prep import PreparedRoute
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carla_bridge.geometry import wrap_angle
 from carla_bridge.snapshot import ActorTable
-from experts.geometry import wrap_angle
 
 SMOOTHING = 0.5  # exponential smoothing weight of the newest yaw-rate / acceleration sample
 MAX_ABS_YAW_RATE = 1.5  # rad/s; larger measured values are teleports or respawns, not turns

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from carla_bridge.geometry import box_corners, to_local
 from carla_bridge.snapshot import ActorKind, TrafficLightState
 from storage.clip_format import DRIVER_EXPERT, RENDER_KEYS, validate_clip_arrays
 from storage.config import ClipVideoConfig
@@ -53,20 +54,10 @@ def world_to_pixels(
 ) -> np.ndarray:
     """World points (N, 2) -> integer pixels (N, 2); equation in the module docstring."""
     d = np.asarray(points_xy, dtype=float).reshape(-1, 2) - centre_xy
-    cos, sin = np.cos(yaw_rad), np.sin(yaw_rad)
-    ahead = d[:, 0] * cos + d[:, 1] * sin
-    right = -d[:, 0] * sin + d[:, 1] * cos
+    ahead, right = to_local(d[:, 0], d[:, 1], yaw_rad)
     u = config.width_px / 2 + right * config.px_per_m
     v = config.height_px / 2 - (ahead - config.ahead_m) * config.px_per_m
     return np.round(np.stack([u, v], axis=1)).astype(np.int32)
-
-
-def box_corners(x: float, y: float, yaw: float, half_length: float, half_width: float) -> np.ndarray:
-    """Corners (4, 2) of an oriented box centred at (x, y): c ± l·(cos ψ, sin ψ) ± w·(−sin ψ, cos ψ)."""
-    forward = np.array([np.cos(yaw), np.sin(yaw)])
-    right = np.array([-np.sin(yaw), np.cos(yaw)])
-    signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=float)
-    return np.array([x, y]) + signs[:, :1] * half_length * forward + signs[:, 1:] * half_width * right
 
 
 def _polyline(image: np.ndarray, pixels: np.ndarray, colour: tuple[int, int, int], thickness: int) -> None:

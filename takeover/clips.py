@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from carla_bridge.bev import world_to_ego
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.snapshot import Control, TrafficLightState
 from storage.clip_format import DRIVER_EXPERT, DRIVER_POLICY
 from takeover.monitor import Driver, plan_positions

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from carla_bridge.bev import world_to_ego
 from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.scoring import RouteCriteria
 from carla_bridge.scoring import RouteRecord as LeaderboardRecord
 from carla_bridge.simulator import FIXED_DELTA_S

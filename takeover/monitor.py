@@ -42,10 +42,10 @@ import numpy as np
 
 from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import boxes_overlap, distance_to_polyline
 from carla_bridge.snapshot import ActorKind, StopLine, TrafficLightState
 from experts.config import EgoModelConfig
 from experts.forecast import forecast_vehicles, forecast_walkers, slip_angle
-from experts.geometry import boxes_overlap
 
 if TYPE_CHECKING:
     from carla_bridge.route import DenseRoute, Route
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 CONFIG_NAME = "monitor"
 MIN_HEADING_STEP_M = 0.05  # plan steps shorter than this keep the previous heading (standing still)
 TIME_EPS_S = 1e-9  # tolerance of comparisons between sums of 0.05 s ticks and configured durations
-MIN_PIECE_LENGTH2_M2 = 1e-12  # squared length below which a polyline piece counts as a point
 ROUTE_WINDOW_BEHIND_M = 10.0  # route stretch searched for the expert plan's distance: behind the ego ...
 ROUTE_WINDOW_AHEAD_M = 80.0  # ... and ahead of it
 STOPPING_LIGHTS = (TrafficLightState.RED, TrafficLightState.YELLOW)
@@ -283,7 +282,7 @@ def first_overlap_time(
     """(earliest time at which the ego box overlaps an actor box, that actor's index); (inf, -1) if never.
 
     Ego boxes (T,) at `ego_xy`/`ego_yaw` with half extents ego_half = (l, w); actor boxes (N, T) with
-    half extents actor_half (N, 2); overlap by separating axes (experts.geometry.boxes_overlap).
+    half extents actor_half (N, 2); overlap by separating axes (carla_bridge.geometry.boxes_overlap).
     """
     if actor_x.shape[0] == 0 or len(times_s) == 0:
         return math.inf, -1
@@ -331,20 +330,6 @@ def stop_line_crossing_time(
             continue
         return float(t[k] + w * (t[k + 1] - t[k]))
     return math.inf
-
-
-def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance (N,) from each point (N, 2) to a polyline (M, 2): min over pieces a -> b of
-    |p - (a + clamp((p - a).(b - a) / |b - a|^2, 0, 1) (b - a))|."""
-    if len(polyline) == 1:
-        return np.hypot(points[:, 0] - polyline[0, 0], points[:, 1] - polyline[0, 1])
-    a = polyline[:-1][None]
-    ab = (polyline[1:] - polyline[:-1])[None]
-    ap = points[:, None, :] - a
-    l2 = np.maximum((ab * ab).sum(-1), MIN_PIECE_LENGTH2_M2)
-    t = np.clip((ap * ab).sum(-1) / l2, 0.0, 1.0)
-    d = ap - t[..., None] * ab
-    return np.sqrt((d * d).sum(-1)).min(axis=1)
 
 
 def front_points(xy: np.ndarray, yaw: np.ndarray, half_length: float) -> np.ndarray:
@@ -618,7 +603,6 @@ __all__ = [
     "MonitorError",
     "TakeoverMonitor",
     "TakeoverReason",
-    "distance_to_polyline",
     "first_overlap_time",
     "forecast_actor_boxes",
     "load_monitor_config",

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from carla_bridge.geometry import boxes_overlap, distance_to_polyline, to_local
 from carla_bridge.simulator import FIXED_DELTA_S
-from experts.geometry import boxes_overlap, to_local
 from storage.clip_format import DRIVER_POLICY
 from storage.records import PreferencePairRecord
 from storage.store import Store
@@ -159,17 +159,6 @@ def plans_collide(
         ax, ay, actor_yaw[None, None, :], actor_half[None, None, :, 0], actor_half[None, None, :, 1],
     )  # fmt: skip
     return overlap.any(axis=(1, 2))
-
-
-def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance (...,) of points (..., 2) to the nearest segment of a polyline (R, 2), R >= 2:
-    min_i || p - (a_i + clip(((p - a_i) . d_i) / |d_i|^2, 0, 1) d_i) ||, d_i = a_{i+1} - a_i."""
-    a = polyline[:-1]
-    d = polyline[1:] - a
-    length2 = np.maximum((d**2).sum(-1), 1e-12)
-    rel = points[..., None, :] - a
-    t = np.clip((rel * d).sum(-1) / length2, 0.0, 1.0)
-    return np.linalg.norm(rel - t[..., None] * d, axis=-1).min(axis=-1)
 
 
 def plan_costs(

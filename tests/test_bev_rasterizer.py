@@ -14,10 +14,9 @@ from carla_bridge.bev import (
     BevConfig,
     BevError,
     BevRasterizer,
-    ego_to_world,
     get_map_tile,
-    world_to_ego,
 )
+from carla_bridge.geometry import ego_to_world, world_to_ego
 from carla_bridge.route import DenseRoute, RoadOption
 from carla_bridge.snapshot import (
     ActorKind,

@@ -119,7 +119,7 @@ class Reckless:
         pass
 
     def act(self, snap):
-        from carla_bridge.bev import world_to_ego
+        from carla_bridge.geometry import world_to_ego
         from takeover.policy.protocol import PolicyPlan
 
         times = 0.5 * np.arange(1, 9)

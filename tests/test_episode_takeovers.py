@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from carla_bridge.bev import world_to_ego
 from carla_bridge.config import load_config
 from carla_bridge.embedded import EmbeddedSimulator, SimConfig
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route import DenseRoute, Route
 from carla_bridge.route_planner import prepare_routes

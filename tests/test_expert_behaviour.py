@@ -16,6 +16,7 @@ import carla
 import numpy as np
 import pytest
 
+from carla_bridge.geometry import boxes_overlap
 from carla_bridge.snapshot import (
     ActorKind,
     ActorRole,
@@ -29,7 +30,6 @@ from experts.config import ExpertConfig
 from experts.errors import ExpertError
 from experts.expert import ExpertPlan, PDMLiteExpert, Reason
 from experts.forecast import bicycle_step
-from experts.geometry import boxes_overlap
 from experts.synthetic import EGO_EXTENT, WALKER_EXTENT, ActorSpec, lane_route, point_on_route, snapshot
 
 DT = 0.05

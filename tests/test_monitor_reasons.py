@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from carla_bridge.bev import world_to_ego
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.maps import MapLibrary
 from carla_bridge.snapshot import (
     ActorKind,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from carla_bridge.bev import ego_to_world, world_to_ego
+from carla_bridge.geometry import ego_to_world, world_to_ego
 from carla_bridge.route import DenseRoute, RoadOption, Route
 from carla_bridge.snapshot import ActorTable, Control, EgoState, Pose, RouteProgress, WorldSnapshot
 from takeover.policy import HybridPolicy, PolicyActions, PolicyConfig, PolicyFeatures, collate_features

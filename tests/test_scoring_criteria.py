@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from carla_bridge.errors import RouteError
+from carla_bridge.geometry import oriented_boxes_overlap, segments_intersect
 from carla_bridge.route import DenseRoute, RoadOption, Route, ScenarioSpec, TriggerPoint
 from carla_bridge.scoring import RouteCriteria, ScoringConfig
 from carla_bridge.scoring.collision import CollisionCriterion
 from carla_bridge.scoring.config import CollisionConfig, EfficiencyConfig, load_scoring_config
 from carla_bridge.scoring.efficiency import EfficiencyTracker, efficiency_ratio
 from carla_bridge.scoring.errors import ScoringConfigError
-from carla_bridge.scoring.geometry import oriented_boxes_overlap, segments_intersect
 from carla_bridge.scoring.leaderboard import (
     STATUS_BLOCKED,
     STATUS_DEVIATED,

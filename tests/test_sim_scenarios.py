@@ -122,6 +122,46 @@ def test_parked_obstacle_two_ways_runs_an_oncoming_flow(maps, dev_routes):
     assert (yaw_diff < -0.5).all()
 
 
+def test_keep_out_zone_removes_background_vehicles_but_not_scenario_ones_until_lifted(maps, dev_routes):
+    route = first_of(dev_routes, "ParkedObstacleTwoWays")
+    sim = sim_for(maps)
+    sim.reset(route, 0)
+    w = sim.world
+    lane = w.graph.path_nodes(int(w.route_nodes[w.route_nodes >= 0][0]), 60.0)
+    before = w.keep_out[lane].copy()  # the scenario's own zone may overlap
+    bg = w.spawn_lane_vehicle(int(lane[10]), None, 0.0, ActorRole.BACKGROUND)
+    own = w.spawn_lane_vehicle(int(lane[40]), None, 0.0, ActorRole.SCENARIO)
+    zone = w.keep_out_background(lane)
+    assert w.traffic.index_of(bg) < 0 and w.traffic.index_of(own) >= 0
+    w.allow_background(zone)
+    assert (w.keep_out[lane] == before).all()
+    free = int(lane[np.flatnonzero(before == 0)[0]])
+    again = w.spawn_lane_vehicle(free, None, 0.0, ActorRole.BACKGROUND)
+    sim.step(Control(brake=1.0))
+    assert w.traffic.index_of(again) >= 0  # lifted: background traffic may use the lane again
+
+
+@pytest.mark.parametrize("type_name", ["ParkedObstacleTwoWays", "AccidentTwoWays"])
+def test_two_ways_scenario_keeps_background_off_its_lanes_while_running(maps, dev_routes, type_name):
+    route = first_of(dev_routes, type_name)
+    sim = sim_for(maps, traffic=120)
+    sim.reset(route, 0)
+    w = sim.world
+    tp = route.scenarios[0].trigger_point
+    w.set_ego_state(tp.x, tp.y, np.radians(tp.yaw_deg), 0.0)
+    zone_nodes = 0
+    for _ in range(200):
+        snap = sim.step(Control(brake=1.0))
+        t = w.traffic
+        background = t.role == int(ActorRole.BACKGROUND)
+        assert not (w.keep_out[t.node[background]] > 0).any()
+        zone_nodes = max(zone_nodes, int(np.count_nonzero(w.keep_out)))
+    assert snap.scenarios[0].status == "running"
+    assert zone_nodes > 100  # the ego lane before the obstacle and the opposite lane (0.5-1 m nodes)
+    sim._scenarios.slots[0].plugin.cleanup(w)  # the scenario ends: its zones are lifted
+    assert not w.keep_out.any()
+
+
 def test_custom_scenario_times_out(maps, dev_routes):
     @register("TestNeverEnds")
     class NeverEnds(Scenario):

@@ -241,3 +241,77 @@ def test_vehicles_stop_behind_the_ego_and_yield_to_it(maps, backend):
     # then it waits behind the ego at about the IDM standstill gap
     assert snap.actors.speed[i] == 0.0
     assert bumper_gap < cfg.idm.min_gap_m + 2.0
+
+
+def crossing_entries(graph: LaneGraph, layout) -> tuple[int, int, list[tuple[int, int]]]:
+    """(entry A, its junction lane a, [(entry B, lane b), (entry C, lane c)]): b and c both conflict
+    with a but not with each other, so two streams on them can keep a busy all the time. Entries
+    have no stop sign (lights are forced green) and room for a 40 m run-up."""
+    entries = [int(s) for s in np.flatnonzero(graph.is_entry) if layout.entry_kind[s] != ENTRY_STOP]
+    entries = [s for s in entries if graph.seg_length[s] >= 45.0]
+    for ea in entries:
+        for a in graph.successors(ea).tolist():
+            conf = set(graph.conflicts(a).tolist())
+            pairs = [
+                (eb, b) for eb in entries if eb != ea for b in graph.successors(eb).tolist() if b in conf
+            ]
+            for k, (eb, b) in enumerate(pairs):
+                for ec, c in pairs[k + 1 :]:
+                    if ec != eb and c not in set(graph.conflicts(b).tolist()):
+                        return ea, a, [(eb, b), (ec, c)]
+    raise AssertionError("no such crossing on this map")
+
+
+ARRIVE_S = 8.0  # the waiting vehicle arrives once the streams run
+STREAM_PERIOD_S = 3.0  # per stream; the two streams are half a period apart
+
+
+def hold_pick(model: TrafficModel, row: int, entry: int, lane: int) -> None:
+    model.entry_of_pick[row] = entry
+    model.entry_pick[row] = lane
+    model.choice[row] = lane
+
+
+@pytest.mark.parametrize("patience_s", [4.0, np.inf])
+def test_waiting_vehicle_is_not_starved_by_cross_streams_and_nobody_collides(maps, backend, patience_s):
+    # given two steady streams on junction lanes that conflict with a waiting vehicle's lane
+    cmap = maps.load("Town01")
+    graph = LaneGraph.for_map(cmap)
+    layout = signal_layout_for(cmap, graph, SignalConfig())
+    rng = np.random.default_rng(0)
+    signals = SignalState(layout, SignalConfig(), rng)
+    cfg = TrafficConfig(backend=backend, reservation_patience_s=float(patience_s))
+    model = TrafficModel(graph, layout, cfg, IDMConfig(), VehicleParams(), rng)
+    ea, a, streams = crossing_entries(graph, layout)
+    for seg in [ea] + [e for e, _ in streams]:
+        if layout.entry_kind[seg] == ENTRY_LIGHT:
+            signals.force(int(layout.light_ids[layout.entry_signal[seg]]), TrafficLightState.GREEN, 1e3, 0.0)
+    entries = {ea} | {e for e, _ in streams}
+    next_id, t, entered_at = 2, 0.0, None
+    period = int(STREAM_PERIOD_S / DT)
+    for k in range(int(45.0 / DT)):
+        t += DT
+        if k == int(ARRIVE_S / DT):
+            row = model.add(1, node_before_entry(graph, ea, 4.0), CAR, 0.0)
+            hold_pick(model, row, ea, a)
+        for j, (eb, b) in enumerate(streams):  # one vehicle 40 m before the line at 8 m/s per period
+            if k % period == j * period // 2:
+                row = model.add(next_id, node_before_entry(graph, eb, 40.0), CAR, 8.0)
+                hold_pick(model, row, eb, b)
+                next_id += 1
+        signals.update(t)
+        model.step(DT, t, signals, Obstacles.empty(), NO_SEGMENTS)
+        segs = graph.seg[model.node]
+        # no two vehicles ever inside conflicting junction lanes at once
+        inside = [int(s) for s in segs if graph.seg_junction[s] >= 0]
+        for i, s in enumerate(inside):
+            assert not set(inside[i + 1 :]) & set(graph.conflicts(s).tolist())
+        waiting = model.index_of(1)
+        if entered_at is None and waiting >= 0 and graph.seg[model.node[waiting]] == a:
+            entered_at = t - ARRIVE_S
+        model.keep(np.isin(segs, list(entries)) | (graph.seg_junction[segs] >= 0))  # gone past the box
+    # then with patience the waiting vehicle gets in soon after it; without, the streams starve it
+    if np.isfinite(patience_s):
+        assert entered_at is not None and entered_at < patience_s + 8.0
+    else:
+        assert entered_at is None

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import wrap_angle_pi_inclusive
 from carla_bridge.town_builder import (
     ArcGeometry,
     LineGeometry,
@@ -21,17 +22,16 @@ from carla_bridge.town_builder import (
     fillet_path,
     geometry_end,
     lane_pairs,
-    wrap_angle,
 )
 
 
 def test_wrap_angle_maps_into_half_open_interval():
     # given angles on and beyond the boundaries, when wrapped, then they land in (-pi, pi]
-    assert wrap_angle(math.pi) == pytest.approx(math.pi)
-    assert wrap_angle(-math.pi) == pytest.approx(math.pi)
-    assert wrap_angle(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
-    assert wrap_angle(-5 * math.pi / 2) == pytest.approx(-math.pi / 2)
-    assert wrap_angle(0.25) == pytest.approx(0.25)
+    assert wrap_angle_pi_inclusive(math.pi) == pytest.approx(math.pi)
+    assert wrap_angle_pi_inclusive(-math.pi) == pytest.approx(math.pi)
+    assert wrap_angle_pi_inclusive(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert wrap_angle_pi_inclusive(-5 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert wrap_angle_pi_inclusive(0.25) == pytest.approx(0.25)
 
 
 def test_arc_quarter_turn_ends_at_the_circle_point():
@@ -54,7 +54,7 @@ def test_fillet_path_rounds_a_corner_with_tangent_continuity():
     for a, b in itertools.pairwise(geoms):
         ea = geometry_end(a)
         assert (ea.x, ea.y) == pytest.approx((b.start.x, b.start.y), abs=1e-9)
-        assert wrap_angle(ea.hdg - b.start.hdg) == pytest.approx(0.0, abs=1e-12)
+        assert wrap_angle_pi_inclusive(ea.hdg - b.start.hdg) == pytest.approx(0.0, abs=1e-12)
     end = geometry_end(geoms[-1])
     assert (end.x, end.y, end.hdg) == pytest.approx((100.0, -80.0, -math.pi / 2))
 

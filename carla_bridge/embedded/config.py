@@ -79,6 +79,10 @@ class TrafficConfig:
     reservation_request_m: float = (
         12.0  # ask for a junction reservation this far (plus braking distance) before the entry
     )
+    # A request denied for this long claims its junction lane: later requests that conflict with it and
+    # can still stop comfortably are denied too, so cross traffic cannot starve it (fairness).
+    reservation_patience_s: float = 4.0
+    reservation_claim_hold_s: float = 2.0  # a claim outlives the claimant's last denied request this long
     stop_sign_stop_radius_m: float = 3.5  # a stop counts when standing still this close to the line
     stopped_speed_mps: float = 0.1
     ego_yield_radius_m: float = 25.0  # ego closer than this to a junction blocks conflicting entries

@@ -13,8 +13,9 @@ the episode's Generator). Every tick (`TrafficModel.step`):
    with <= yellow_decel_limit), make a full stop at stop signs, and enter only with a reservation
    of the picked junction lane: granted first come, first served when no conflicting junction lane
    is occupied, reserved, or claimed by the ego, and only if there is room for the whole vehicle
-   past the junction lane (no blocking the box). A vehicle held before the line gives its
-   reservation back, so waiting never blocks anyone.
+   past the junction lane (no blocking the box). A request denied for reservation_patience_s
+   claims its lane, and later conflicting requests that can still stop wait for it (no starvation).
+   A vehicle held before the line gives its reservation back, so waiting never blocks anyone.
 4. IDM against the leader and the stop target:
        a = a_max [1 - (v/v0)^delta - max_k (s*_k / s_k)^2],  s*_k = s0_k + v T + v (v - v_k) / (2 sqrt(a_max b))
    clipped to [-max_decel, a_max]; a hard clamp keeps every gap >= min_safety_gap (never into the ego).
@@ -146,6 +147,7 @@ class TrafficModel:
         self._occ_off = np.zeros(graph.num_nodes)
         self._occ_v = np.zeros(graph.num_nodes)
         self._seg_busy = np.zeros(graph.num_segments, np.int32)
+        self._seg_claimed = np.zeros(graph.num_segments, np.int32)
         self._last = (graph.seg_start + graph.seg_count - 1).astype(np.int64)
         self._succ_count = np.diff(graph.succ_ptr).astype(np.int64)
         weights = cfg.category_weights
@@ -182,6 +184,7 @@ class TrafficModel:
         self.resv_seg = np.full(n, -1, np.int64)  # reserved junction segment
         self.resv_entry = np.full(n, -1, np.int64)
         self.wait_since = np.full(n, np.inf)  # time of the reservation request (FIFO)
+        self.claim_until = np.full(n, -np.inf)  # a long-denied request claims its junction lane until then
         self.xyz = np.zeros((n, 3))
         self.yaw = np.zeros(n)
         self.velocity = np.zeros((n, 2))
@@ -190,7 +193,7 @@ class TrafficModel:
 
     _ARRAYS = (
         "id", "kind", "role", "extent", "node", "nnode", "prev_node", "frac", "choice", "entry_of_pick", "entry_pick", "v", "acc", "v_scale", "speed_cap",
-        "forced_brake", "ignore_signals", "managed", "stopped_at", "resv_seg", "resv_entry", "wait_since",
+        "forced_brake", "ignore_signals", "managed", "stopped_at", "resv_seg", "resv_entry", "wait_since", "claim_until",
         "xyz", "yaw", "velocity", "control", "remove_requested",
     )  # fmt: skip
 
@@ -247,7 +250,7 @@ class TrafficModel:
             "entry_pick": choice if g.is_entry[seg] else -1, "prev_node": node - 1 if g.node_s[node] > 0 else node, "frac": frac, "choice": choice, "v": speed, "acc": 0.0,
             "v_scale": self.cfg.speed_fraction_of_limit * speed_factor,
             "speed_cap": min(speed_cap, self.cfg.bicycle_max_speed_mps) if bp.kind == ActorKind.BICYCLE else speed_cap, "forced_brake": False, "ignore_signals": False, "managed": managed,
-            "stopped_at": -1, "resv_seg": -1, "resv_entry": -1, "wait_since": np.inf,
+            "stopped_at": -1, "resv_seg": -1, "resv_entry": -1, "wait_since": np.inf, "claim_until": -np.inf,
             "xyz": (0.0, 0.0, 0.0), "yaw": 0.0, "velocity": (0.0, 0.0), "control": (0.0, 0.0, 0.0),
             "remove_requested": False,
         }  # fmt: skip
@@ -389,16 +392,16 @@ class TrafficModel:
             self.id, self.node, self.nnode, self.prev_node, self.frac, self.choice, self.entry_of_pick,
             self.entry_pick, self.v, self.acc, self.v_scale,
             self.speed_cap, self.forced_brake, self.ignore_signals, self.stopped_at, self.resv_seg, self.resv_entry,
-            self.wait_since, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]), rand,
+            self.wait_since, self.claim_until, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]), rand,
             cand_nodes, cand_owner, obstacles.xy, obstacles.yaw, obstacles.half_length, obstacles.half_width,
             obstacles.speed, g.xy, g.node_s, FOOTPRINT_HALF_WIDTH_M, 0.5 * g.spacing_m, mark_buf,
             np.asarray(ego_busy, np.int64),
-            self._occ, self._occ_off, self._occ_v, self._seg_busy,
+            self._occ, self._occ_off, self._occ_v, self._seg_busy, self._seg_claimed,
             dt, time_s, self._lookahead, idm.max_accel_mps2, idm.comfort_decel_mps2, idm.max_decel_mps2,
             idm.min_gap_m, idm.stop_line_gap_m, idm.time_headway_s, idm.delta, self._snap_gap, idm.crawl_speed_mps,
             idm.yellow_decel_limit_mps2, idm.min_safety_gap_m, cfg.reservation_request_m,
-            cfg.stop_sign_stop_radius_m, cfg.stopped_speed_mps,
-            out_xyz, out_yaw, out_vel, out_ctrl, self.last_gap_lead, self.last_gap_stop, self.last_leader,
+            cfg.stop_sign_stop_radius_m, cfg.stopped_speed_mps, cfg.reservation_patience_s,
+            cfg.reservation_claim_hold_s, out_xyz, out_yaw, out_vel, out_ctrl, self.last_gap_lead, self.last_gap_stop, self.last_leader,
         )  # fmt: skip
         self.xyz, self.yaw, self.velocity, self.control = out_xyz, out_yaw, out_vel, out_ctrl
 
@@ -548,17 +551,39 @@ class TrafficModel:
         # only the first vehicle of a queue asks, on the entry lane, within its request distance
         near = has_entry & ~reserved & ~hold & (front_gap <= cfg.reservation_request_m + v * v * self._inv_2b)
         if np.count_nonzero(near):
-            self._grant(np.flatnonzero(near), entry, time_s, ego_busy)
+            self._grant(np.flatnonzero(near), entry, time_s, ego_busy, v, front_gap)
             reserved = has_entry & (self.resv_entry == entry)
         must_stop = (sig_stop | ~reserved) & (front_gap > -0.5)  # front past the line: committed
         gap = front_gap.copy()
         gap[~must_stop] = np.inf
         return gap
 
-    def _grant(self, cand: np.ndarray, entry: np.ndarray, time_s: float, ego_busy: np.ndarray) -> None:
+    def _grant(
+        self,
+        cand: np.ndarray,
+        entry: np.ndarray,
+        time_s: float,
+        ego_busy: np.ndarray,
+        v: np.ndarray,
+        front_gap: np.ndarray,
+    ) -> None:
         """Serve requests first come, first served (ties by id): grant the picked junction lane if no
-        conflicting junction lane is occupied or reserved (by traffic, or claimed by the ego)."""
+        conflicting junction lane is occupied or reserved (by traffic, or claimed by the ego).
+
+        Fairness: a request denied after waiting >= reservation_patience_s claims its lane (for
+        reservation_claim_hold_s past the last denial); a later request conflicting with a claimed
+        lane is denied too when it can still stop before the line (v^2 <= 2 b_comf front_gap).
+        Claims only deny, so they never let conflicting vehicles in."""
         g = self.g
+        patience = self.cfg.reservation_patience_s
+        two_b = 2.0 * self.idm.comfort_decel_mps2
+        claimed = self._seg_claimed
+        claimed[:] = 0
+        asking = np.zeros(len(self), bool)
+        asking[cand] = True
+        sticky = ~asking & (self.resv_seg < 0) & (self.claim_until >= time_s) & (self.entry_pick >= 0)
+        if sticky.any():
+            np.add.at(claimed, self.entry_pick[sticky], 1)
         self.wait_since[cand] = np.minimum(self.wait_since[cand], time_s)
         busy = self._seg_busy
         busy[:] = 0
@@ -575,8 +600,15 @@ class TrafficModel:
                 self.resv_entry[i] = int(entry[i])  # not a junction lane: nothing to reserve
                 continue
             conf = g.conflicts(c)
-            if conf.size and busy[conf].any():
+            free = not (conf.size and busy[conf].any())
+            if free and v[i] * v[i] <= two_b * max(float(front_gap[i]), 0.0):
+                free = not (conf.size and claimed[conf].any())
+            if not free:
+                if time_s - self.wait_since[i] >= patience:
+                    claimed[c] += 1
+                    self.claim_until[i] = time_s + self.cfg.reservation_claim_hold_s
                 continue
+            self.claim_until[i] = -np.inf
             self.resv_seg[i] = c
             self.resv_entry[i] = int(entry[i])
             busy[c] += 1
@@ -589,6 +621,7 @@ class TrafficModel:
             self.resv_seg[done] = -1
             self.resv_entry[done] = -1
             self.wait_since[done] = np.inf
+            self.claim_until[done] = -np.inf
 
     def _advance(self, pos: np.ndarray) -> None:
         """Move every vehicle `pos` metres past its node, hopping nodes (and choosing successors) as needed."""

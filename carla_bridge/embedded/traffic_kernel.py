@@ -36,9 +36,25 @@ MAX_HOPS_PER_TICK = 4
 
 @njit(cache=True)
 def _grant(cand, count, pick, entry_of, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
-           wait_since, ids, busy, ego_busy, n):  # fmt: skip
-    """Serve reservation requests first come, first served (ties by id) against busy junction lanes."""
+           wait_since, ids, busy, ego_busy, n, claimed, v, front, b_comf, time_s, patience_s, claim_until,
+           claim_hold_s):  # fmt: skip
+    """Serve reservation requests first come, first served (ties by id) against busy junction lanes.
+
+    Fairness: a request denied after waiting >= patience_s claims its lane; a later request (in that
+    order) that conflicts with a claimed lane is denied too when it can still stop before the line
+    (v^2 <= 2 b_comf front), so a steady cross stream cannot starve the waiting vehicle. A claim
+    lasts claim_hold_s past the last denial (the waiting vehicle may drop out of the requests for a
+    moment while cross traffic passes its exit); claims of vehicles not asking this tick count from
+    the start. Claims only ever deny, so they never let two conflicting vehicles in.
+    """
     busy[:] = 0
+    claimed[:] = 0
+    asking = np.zeros(n, np.bool_)
+    for a in range(count):
+        asking[cand[a]] = True
+    for i in range(n):
+        if not asking[i] and resv_seg[i] < 0 and claim_until[i] >= time_s and pick[i] >= 0:
+            claimed[pick[i]] += 1
     for i in range(n):
         if resv_seg[i] >= 0:
             busy[resv_seg[i]] += 1
@@ -71,10 +87,19 @@ def _grant(cand, count, pick, entry_of, node, seg_of, seg_junction, conflict_ptr
             if busy[conflict_idx[k]] > 0:
                 free = False
                 break
+        if free and v[i] * v[i] <= 2.0 * b_comf * max(front[i], 0.0):
+            for k in range(conflict_ptr[c], conflict_ptr[c + 1]):
+                if claimed[conflict_idx[k]] > 0:
+                    free = False
+                    break
         if free:
             resv_seg[i] = c
             resv_entry[i] = here
             busy[c] += 1
+            claim_until[i] = -np.inf
+        elif time_s - wait_since[i] >= patience_s:
+            claimed[c] += 1
+            claim_until[i] = time_s + claim_hold_s
 
 
 @njit(cache=True)
@@ -85,15 +110,15 @@ def traffic_step(
     light_state, seg_length,
     # vehicles (updated in place)
     ids, node, nnode, prev, frac, choice, entry_of_pick, entry_pick, v, acc, v_scale, speed_cap, forced_brake, ignore_signals,
-    stopped_at, resv_seg, resv_entry, wait_since, remove_requested, hl, rand,
+    stopped_at, resv_seg, resv_entry, wait_since, claim_until, remove_requested, hl, rand,
     # obstacles off the graph: candidate lane nodes (with their obstacle) and the obstacles' boxes
     cand_nodes, cand_owner, obs_xy, obs_yaw, obs_hl, obs_hw, obs_speed, node_xy, node_s, footprint_hw,
     half_spacing, mark_nodes, ego_busy,
     # work arrays (occ all -1 on entry and on return)
-    occ, occ_off, occ_v, busy,
+    occ, occ_off, occ_v, busy, claimed,
     # parameters
     dt, time_s, lookahead_m, a_max, b_comf, d_max, s0, s0_stop, headway, delta, snap_gap, crawl,
-    yellow_decel, safety_gap, request_m, stop_radius, stopped_speed,
+    yellow_decel, safety_gap, request_m, stop_radius, stopped_speed, patience_s, claim_hold_s,
     # outputs
     out_xyz, out_yaw, out_vel, out_ctrl, gap_lead, gap_stop, leader,
 ):  # fmt: skip
@@ -221,7 +246,8 @@ def traffic_step(
             count += 1
     if count > 0:
         _grant(cand, count, entry_pick, entry_of_pick, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
-               wait_since, ids, busy, ego_busy, n)  # fmt: skip
+               wait_since, ids, busy, ego_busy, n, claimed, v, front, b_comf, time_s, patience_s, claim_until,
+               claim_hold_s)  # fmt: skip
     for i in range(n):
         ent = entry_seg[node[i]]
         if ent < 0:
@@ -296,6 +322,7 @@ def traffic_step(
             resv_seg[i] = -1
             resv_entry[i] = -1
             wait_since[i] = np.inf
+            claim_until[i] = -np.inf
 
         # pose
         a0 = node[i]

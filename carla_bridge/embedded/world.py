@@ -76,6 +76,7 @@ class World:
         self.no_spawn = np.zeros(graph.num_nodes, bool)  # nodes scenarios keep free of background traffic
         # nodes background vehicles may not drive on (count of zones per node; see keep_out_background)
         self.keep_out = np.zeros(graph.num_nodes, np.int32)
+        self._keep_out_zones = 0
         self._spawn_period = max(1, round(cfg.traffic.density_check_period_s / dt))
         self._spawn_failed_at: tuple[float, float, float] | None = None
         self._spawn_cache: tuple[float, float, np.ndarray] | None = None
@@ -310,16 +311,18 @@ class World:
         nodes = np.unique(np.asarray(nodes, np.int64))
         nodes = nodes[nodes >= 0]
         self.keep_out[nodes] += 1
+        self._keep_out_zones += 1
         self._remove_kept_out()
         return nodes
 
     def allow_background(self, token: np.ndarray) -> None:
         """Lift one `keep_out_background` zone."""
         self.keep_out[token] = np.maximum(self.keep_out[token] - 1, 0)
+        self._keep_out_zones = max(self._keep_out_zones - 1, 0)
 
     def _remove_kept_out(self) -> None:
         t = self.traffic
-        if len(t) == 0:
+        if len(t) == 0 or self._keep_out_zones == 0:
             return
         out = (self.keep_out[t.node] > 0) & (t.role == int(ActorRole.BACKGROUND))
         if out.any():

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from carla_bridge.geometry import boxes_may_overlap, oriented_boxes_overlap
 from carla_bridge.scoring.config import CollisionConfig
 from carla_bridge.scoring.events import ego_location, make_event
-from carla_bridge.scoring.geometry import boxes_may_overlap, oriented_boxes_overlap
 from carla_bridge.snapshot import ActorKind, InfractionEvent, InfractionKind, WorldSnapshot
 
 COLLISION_KIND: dict[ActorKind, InfractionKind] = {

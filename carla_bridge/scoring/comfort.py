@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import savgol_filter
 
+from carla_bridge.geometry import heading
 from carla_bridge.scoring.config import ComfortConfig
-from carla_bridge.scoring.geometry import heading
 from carla_bridge.snapshot import WorldSnapshot
 
 

@@ -19,9 +19,9 @@ import math
 
 import carla
 
+from carla_bridge.geometry import Point, segments_intersect
 from carla_bridge.scoring.config import RedLightConfig
 from carla_bridge.scoring.events import make_event
-from carla_bridge.scoring.geometry import Point, segments_intersect
 from carla_bridge.scoring.leaderboard import location_text
 from carla_bridge.snapshot import InfractionEvent, InfractionKind, StopLine, TrafficLightState, WorldSnapshot
 

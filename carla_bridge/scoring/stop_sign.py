@@ -18,9 +18,9 @@ from __future__ import annotations
 import carla
 import numpy as np
 
+from carla_bridge.geometry import heading, points_in_oriented_box
 from carla_bridge.scoring.config import StopSignConfig
 from carla_bridge.scoring.events import make_event
-from carla_bridge.scoring.geometry import heading, points_in_oriented_box
 from carla_bridge.scoring.leaderboard import location_text
 from carla_bridge.snapshot import InfractionEvent, InfractionKind, StopLine, StopSign, WorldSnapshot
 

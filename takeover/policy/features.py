@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from carla_bridge.bev import BevConfig, BevRasterizer, world_to_ego
+from carla_bridge.bev import BevConfig, BevRasterizer
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import world_to_ego
 from carla_bridge.route import DenseRoute, RoadOption
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from carla_bridge.bev import ego_to_world
 from carla_bridge.errors import TakeoverError
+from carla_bridge.geometry import ego_to_world
 from carla_bridge.snapshot import Control
 from takeover.policy.checkpoint import load_checkpoint, save_checkpoint
 from takeover.policy.config import PolicyConfig, resolve_device, validate_policy_config

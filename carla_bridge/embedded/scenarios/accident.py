@@ -12,7 +12,10 @@ at `bicycle_speed` (km/h, default 10) near the right edge of the ego's lane (BIK
 half a lane width) for `bicycle_drive_distance` (default 50 m) and more, from the trigger on. The ego
 overtakes them with a lane invasion, or follows them. TwoWays: an oncoming flow (`frequency`, default 100 m).
 
-Both keep background traffic off the stretch, are done once the ego is PASSED_MARGIN_M past the last
+Both keep background traffic off the stretch (none spawns there and, until the scenario ends, any
+that drives onto it is removed: it would queue behind the block in front of the ego), and, while a
+TwoWays flow runs, off the flow's opposite lane (the flow replaces it, as the leaderboard's
+ChangeOppositeBehavior). They are done once the ego is PASSED_MARGIN_M past the last
 actor, and remove their actors then.
 """
 
@@ -90,6 +93,7 @@ class _BlockedLane(Scenario):
         i0 = world.route_index_at_s(self.block_s - KEEP_CLEAR_BEFORE_M)
         i1 = world.route_index_at_s(self.last_s + KEEP_CLEAR_AFTER_M)
         clear_lane_stretch(world, world.route_nodes[i0 : i1 + 1])
+        self._zones = [world.keep_out_background(world.route_nodes[i0 : i1 + 1])]
 
     def place(self, world: World, spec: ScenarioSpec) -> None:
         raise NotImplementedError
@@ -100,6 +104,7 @@ class _BlockedLane(Scenario):
             self.flow = oncoming_flow(world, self.block_node, ONCOMING_SOURCE_AHEAD_M, length, self._gaps)
             if self.flow is not None:
                 clear_lane_stretch(world, self.flow.nodes)
+                self._zones.append(world.keep_out_background(self.flow.nodes))
                 self.flow.fill(world)
 
     def passed(self, world: World) -> bool:
@@ -116,6 +121,9 @@ class _BlockedLane(Scenario):
             self.flow.remove_all(world)
         for aid in self.owned:
             world.remove_actor(aid)
+        for zone in self._zones:
+            world.allow_background(zone)
+        self._zones = []
 
     def spawn_on_route(self, world: World, s: float, right_m: float, type_id: str, role: ActorRole) -> int:
         """Spawn a standing actor on the route lane at arc length `s`, shifted `right_m` to the right."""

@@ -2,10 +2,13 @@
 
 Both place their obstacle `distance` metres (route arc length) past the trigger point on the ego's
 route lane at set-up, keep background traffic off that stretch of lane, and are done once the ego
-is `PASSED_MARGIN_M` past the obstacle. The two-ways variants also run an oncoming flow on the
-opposite lane once triggered: vehicles appear `FLOW_SOURCE_AHEAD_M` upstream of the obstacle on the
-opposite lane every `frequency` metres of flow (a uniform draw from the route's from/to values)
-and vanish behind the ego.
+is `PASSED_MARGIN_M` past the obstacle. Until then background vehicles may not drive on that
+stretch (they would queue behind the obstacle in front of the ego). The two-ways variants also run
+an oncoming flow on the opposite lane once triggered: vehicles appear `FLOW_SOURCE_AHEAD_M` upstream
+of the obstacle on the opposite lane every `frequency` metres of flow (a uniform draw from the
+route's from/to values) and vanish behind the ego; while it runs, background vehicles may not drive
+on the opposite lane from the flow source to OPPOSITE_KEEP_OUT_BEHIND_M behind the trigger point
+(the flow replaces them, as the leaderboard's ChangeOppositeBehavior).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ FLOW_DESPAWN_BEHIND_M = 30.0
 CONE_SPACING_M = 2.0
 TAPER_LENGTH_M = 8.0
 MAX_LANES_TO_OPPOSITE = 6
+OPPOSITE_KEEP_OUT_BEHIND_M = 20.0  # the opposite-lane keep-out zone reaches this far past the trigger
 
 
 class _LaneObstacle(Scenario):
@@ -60,6 +64,8 @@ class _LaneObstacle(Scenario):
         back += lane_nodes[lane_nodes >= 0].tolist()
         world.block_spawns(np.asarray(back))
         world.clear_background(g.xy[node], KEEP_CLEAR_BEFORE_M)
+        self._zones = [world.keep_out_background(np.asarray(lane_nodes))]
+        self.trigger_s = float(world.dense.s[i_trig])
         self.place(world, node)
         self._flow: list[int] = []
         self._next_flow_at = math.inf
@@ -99,6 +105,8 @@ class _LaneObstacle(Scenario):
     def on_trigger(self, world) -> None:
         if self._source >= 0:
             self._next_flow_at = world.time_s
+            reach = FLOW_SOURCE_AHEAD_M + self.obstacle_s - self.trigger_s + OPPOSITE_KEEP_OUT_BEHIND_M
+            self._zones.append(world.keep_out_background(world.graph.path_nodes(self._source, reach)))
 
     def tick(self, world) -> str:
         if self._source >= 0:
@@ -135,6 +143,9 @@ class _LaneObstacle(Scenario):
         for aid in self._flow:
             world.remove_actor(aid)
         self._flow = []
+        for zone in self._zones:
+            world.allow_background(zone)
+        self._zones = []
 
 
 def _offset_pose(world, node: int, ahead_m: float, lateral_m: float, yaw_offset: float = 0.0) -> Pose:
