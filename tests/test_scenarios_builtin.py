@@ -15,7 +15,11 @@ import pytest
 from carla_bridge.embedded import EmbeddedSimulator, SimConfig
 from carla_bridge.embedded.scenarios.control_loss import NOISE_DURATION_S, SPOT_DISTANCE_RANGES_M
 from carla_bridge.embedded.scenarios.emergency import EV_BLOCKED_LIMIT_S
-from carla_bridge.embedded.scenarios.invading_turn import INVASION_RAMP_M, invasion_shift
+from carla_bridge.embedded.scenarios.invading_turn import (
+    INVASION_RAMP_M,
+    MIN_SPAWN_AHEAD_OF_EGO_M,
+    invasion_shift,
+)
 from carla_bridge.embedded.scenarios.junctions import ADVERSARY_SPEED_MPS, GREEN_LIGHT_DELAY_S, RED_HOLD_S
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route import Route, ScenarioSpec
@@ -440,6 +444,28 @@ def test_invading_cars_stop_for_an_ego_in_the_lane_centre_but_pass_a_ego_keeping
         results[right] = float(a.speed[rows].min()) if rows.any() else math.inf
     assert results[0.0] == 0.0  # an invader waits in front of the centred ego
     assert results[0.65] > 1.0  # they all keep driving past the ego at the right edge
+
+
+def test_invading_turn_spawns_invaders_far_ahead_and_keeps_background_off_both_lanes(maps, routes):
+    # given background traffic and an ego that drives up to 30 m before the flow's source and waits
+    rail = Rail(make_sim(maps, traffic=60), routes["1014"])
+    plugin = rail.sim._scenarios.slots[0].plugin
+    rail.place(rail.trigger_s - 25.0, 0.0)
+    first_seen: dict[int, float] = {}
+    w = rail.w
+    for snap in rail.ticks(int(40.0 / DT), 6.0, stop_s=plugin.source_s - 30.0):
+        if snap.scenarios[0].status != "running":
+            continue
+        a = snap.actors
+        for i in np.flatnonzero(np.isin(a.id, snap.scenarios[0].actor_ids)):
+            first_seen.setdefault(int(a.id[i]), float(np.hypot(*(a.xyz[i, :2] - w.ego_xy))))
+        # then no background vehicle ever drives in the scenario's lanes while it runs
+        t = w.traffic
+        bg = t.role == int(ActorRole.BACKGROUND)
+        assert not (w.keep_out[t.node[bg]] > 0).any()
+    assert rail.info().status == "running" and len(first_seen) >= 2
+    # and every invader appears far ahead of the ego (none pops up in front of it)
+    assert min(first_seen.values()) >= MIN_SPAWN_AHEAD_OF_EGO_M - 5.0
 
 
 # ---------------------------------------------------------------------- control loss

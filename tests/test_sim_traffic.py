@@ -7,7 +7,14 @@ import pytest
 
 from carla_bridge.embedded import traffic_kernel
 from carla_bridge.embedded.catalogue import blueprint
-from carla_bridge.embedded.config import IDMConfig, SignalConfig, SimConfig, TrafficConfig, VehicleParams
+from carla_bridge.embedded.config import (
+    IDMConfig,
+    SignalConfig,
+    SimConfig,
+    SimConfigError,
+    TrafficConfig,
+    VehicleParams,
+)
 from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.signals import ENTRY_LIGHT, ENTRY_STOP, SignalState, signal_layout_for
 from carla_bridge.embedded.traffic import Obstacles, TrafficModel
@@ -315,3 +322,78 @@ def test_waiting_vehicle_is_not_starved_by_cross_streams_and_nobody_collides(map
         assert entered_at is not None and entered_at < patience_s + 8.0
     else:
         assert entered_at is None
+
+
+@pytest.mark.parametrize(
+    ("leader_speed", "role", "flows_in"),
+    [
+        (8.0, ActorRole.SCENARIO, True),  # a scenario flow moves through as a queue
+        (0.0, ActorRole.SCENARIO, False),  # but never stops inside the box behind a standing leader
+        (8.0, ActorRole.BACKGROUND, False),  # background traffic keeps "don't block the box"
+    ],
+)
+def test_flow_follower_enters_a_junction_behind_a_moving_leader_but_not_behind_a_stopped_one(
+    maps, backend, leader_speed, role, flows_in
+):
+    # given a leader on a long junction lane (driving on, or standing) and a follower nearing its entry
+    graph, layout, signals, model = world_parts(maps, "Town01", backend)
+    entry, lane = next(
+        (int(e), int(c))
+        for e in np.flatnonzero(graph.is_entry)
+        if layout.entry_kind[e] != ENTRY_STOP and graph.seg_length[e] >= 30.0
+        for c in graph.successors(int(e)).tolist()
+        if graph.seg_length[c] >= 15.0 and graph.seg_junction[c] >= 0
+    )
+    if layout.entry_kind[entry] == ENTRY_LIGHT:
+        signals.force(int(layout.light_ids[layout.entry_signal[entry]]), TrafficLightState.GREEN, 1e3, 0.0)
+    lead = model.add(1, int(graph.seg_start[lane]) + 3, CAR, leader_speed, role)
+    hold_pick(model, lead, entry, lane)
+    model.forced_brake[lead] = leader_speed == 0.0
+    follower = model.add(2, node_before_entry(graph, entry, 12.0), CAR, 6.0, role)
+    hold_pick(model, follower, entry, lane)
+    # when they drive for 3 s
+    t, both_inside = 0.0, False
+    for _ in range(int(3.0 / DT)):
+        t += DT
+        step(model, signals, t)
+        segs = graph.seg[model.node]
+        both_inside |= bool((segs == lane).all())
+    # then the follower flows in behind the moving leader, but waits before the box behind a standing one
+    assert both_inside == flows_in
+
+
+def test_vehicle_with_path_segments_keeps_to_its_path_through_branches(maps, backend):
+    # given a lane that branches at a junction, and a three-segment path through each branch
+    graph, layout, signals, model = world_parts(maps, "Town01", backend, seed=3)
+    branch = next(
+        int(s)
+        for s in np.flatnonzero(graph.is_entry)
+        if graph.successors(int(s)).size >= 2 and graph.seg_length[s] >= 20.0
+    )
+    if layout.entry_kind[branch] == ENTRY_LIGHT:
+        signals.force(int(layout.light_ids[layout.entry_signal[branch]]), TrafficLightState.GREEN, 1e3, 0.0)
+    for lane in graph.successors(branch).tolist():
+        after = int(graph.successors(lane)[0])
+        model.keep(np.zeros(len(model), bool))
+        model.add(1, node_before_entry(graph, branch, 15.0), CAR, 5.0)
+        model.set_path_segments(1, [branch, lane, after])
+        # when it drives through the junction (the model would pick successors at random)
+        visited, t = set(), 0.0
+        for _ in range(int(8.0 / DT)):
+            t += DT
+            step(model, signals, t)
+            visited.add(int(graph.seg[model.node[0]]))
+        # then it took exactly the path's junction lane
+        assert lane in visited and after in visited
+        assert not visited & (set(graph.successors(branch).tolist()) - {lane})
+
+
+def test_path_segments_that_are_not_consecutive_lanes_are_rejected(maps):
+    graph, _, _, model = world_parts(maps, "Town01", "numpy")
+    seg = int(np.flatnonzero(graph.is_entry)[0])
+    stranger = next(
+        s for s in range(graph.num_segments) if s not in graph.successors(seg).tolist() and s != seg
+    )
+    model.add(1, int(graph.seg_start[seg]), CAR, 0.0)
+    with pytest.raises(SimConfigError, match="not consecutive"):
+        model.set_path_segments(1, [seg, stranger])

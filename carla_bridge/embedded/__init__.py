@@ -40,7 +40,9 @@ Look-ups:
     actor_xy(id), actor_speed(id)
 Actors (each returns the new actor id; list them in `self.actor_ids` so ScenarioInfo reports them):
     spawn_lane_vehicle(node, type_id=None, speed=0, role=SCENARIO, speed_cap=inf, managed=False,
-                       ignore_signals=False)    a vehicle driven by the traffic model (IDM, lights, right of way)
+                       ignore_signals=False, path_segments=None)
+                                                a vehicle driven by the traffic model (IDM, lights, right of
+                                                way); path_segments: keep it on these consecutive lanes
     spawn_scripted(pose, type_id, role=SCENARIO, extent=None, kind=None)
                                                 an actor that stands still until given a path
     spawn_static(pose, type_id, extent=None)    a prop (cone, sign, debris); never moves
@@ -49,6 +51,9 @@ Actors (each returns the new actor id; list them in `self.actor_ids` so Scenario
                                                 follow an (M, 2) polyline at speed m/s or f(t since set) -> m/s
     stop_actor(id); remove_actor(id); open_door(id, left=True) -> door prop id
     clear_background(center_xy, radius_m); block_spawns(nodes)   keep background traffic away
+    keep_out_background(nodes) -> token; allow_background(token)
+                                                no background vehicle spawns on or drives onto these lane
+                                                nodes (removed there) until allowed again
 Traffic and signals:
     brake_vehicles_ahead(distance_m) -> ids; release_vehicles(ids)
     set_light_state(light_id, TrafficLightState, duration_s)

@@ -82,6 +82,10 @@ class TrafficConfig:
     # A request denied for this long claims its junction lane: later requests that conflict with it and
     # can still stop comfortably are denied too, so cross traffic cannot starve it (fairness).
     reservation_patience_s: float = 4.0
+    # "Don't block the box" holds a vehicle before a junction until its leader has cleared the junction
+    # lane; scenario-owned vehicles (actor flows) also go when that leader drives at least this fast
+    # (a scenario flow moves through as a queue, as in scenario_runner; background traffic keeps the rule).
+    box_follow_speed_mps: float = 5.0
     reservation_claim_hold_s: float = 2.0  # a claim outlives the claimant's last denied request this long
     stop_sign_stop_radius_m: float = 3.5  # a stop counts when standing still this close to the line
     stopped_speed_mps: float = 0.1

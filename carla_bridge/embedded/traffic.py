@@ -13,7 +13,8 @@ the episode's Generator). Every tick (`TrafficModel.step`):
    with <= yellow_decel_limit), make a full stop at stop signs, and enter only with a reservation
    of the picked junction lane: granted first come, first served when no conflicting junction lane
    is occupied, reserved, or claimed by the ego, and only if there is room for the whole vehicle
-   past the junction lane (no blocking the box). A request denied for reservation_patience_s
+   past the junction lane (no blocking the box) or, for scenario-owned vehicles (actor flows),
+   behind a leader driving at least box_follow_speed_mps. A request denied for reservation_patience_s
    claims its lane, and later conflicting requests that can still stop wait for it (no starvation).
    A vehicle held before the line gives its reservation back, so waiting never blocks anyone.
 4. IDM against the leader and the stop target:
@@ -28,7 +29,9 @@ chosen by `traffic.backend` (auto = numba when installed).
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +56,7 @@ _RED, _YELLOW, _GREEN = (
     int(TrafficLightState.GREEN),
 )
 _TWO_PI = 2.0 * np.pi
+_BACKGROUND = int(ActorRole.BACKGROUND)
 _NO_MARKS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 _NO_LIGHTS = np.zeros(1, np.int8)
 FOOTPRINT_HALF_WIDTH_M = 1.0  # lateral reach of a lane follower around its lane centre
@@ -155,6 +159,7 @@ class TrafficModel:
         w = np.asarray([weights[c] for c in cats], np.float64)
         self._categories = cats
         self._cat_p = w / w.sum() if w.sum() > 0 else None
+        self._paths: dict[int, tuple[dict[int, int], dict[int, tuple[int, int]]]] = {}  # fixed-path holds
         self._alloc(0)
 
     # ------------------------------------------------------------------ state
@@ -265,6 +270,54 @@ class TrafficModel:
         self._write_poses(np.asarray([len(self) - 1]))
         return len(self) - 1
 
+    def set_path_segments(self, actor_id: int, segments: Sequence[int]) -> None:
+        """Hold vehicle `actor_id` on a fixed lane-segment path (consecutive successors, its current
+        segment among them) instead of random successors; past the last segment it drives on at
+        random. The hold lasts while the vehicle exists."""
+        g = self.g
+        order = [int(x) for x in segments]
+        for a, b in itertools.pairwise(order):
+            if b not in g.successors(a).tolist():
+                raise SimConfigError(f"path segments {a} -> {b} are not consecutive lanes: give successors")
+        next_seg = dict(itertools.pairwise(order))
+        # for each segment: the next (entry lane, junction lane) pair at or after it
+        next_entry: dict[int, tuple[int, int]] = {}
+        upcoming: tuple[int, int] | None = None
+        for a, b in reversed(list(itertools.pairwise(order))):
+            if g.is_entry[a] and g.seg_junction[b] >= 0:
+                upcoming = (a, b)
+            if upcoming is not None:
+                next_entry[a] = upcoming
+        self._paths[int(actor_id)] = (next_seg, next_entry)
+        row = self.index_of(actor_id)
+        if row >= 0:
+            self._hold_row(row, next_seg, next_entry)
+
+    def _hold_paths(self) -> None:
+        """Write every held vehicle's path choices into its row (the tick draws random ones)."""
+        if not self._paths:
+            return
+        for aid in list(self._paths):
+            row = self.index_of(aid)
+            if row < 0:
+                del self._paths[aid]  # removed
+                continue
+            self._hold_row(row, *self._paths[aid])
+
+    def _hold_row(self, row: int, next_seg: dict[int, int], next_entry: dict[int, tuple[int, int]]) -> None:
+        g = self.g
+        node = int(self.node[row])
+        seg = int(g.seg[node])
+        nxt = next_seg.get(seg)
+        if nxt is not None and int(self.choice[row]) != nxt:
+            self.choice[row] = nxt
+            if node == int(self._last[seg]):
+                self.nnode[row] = int(g.seg_start[nxt])
+        pick = next_entry.get(seg)
+        if pick is not None:
+            self.entry_of_pick[row] = pick[0]
+            self.entry_pick[row] = pick[1]
+
     def _choose(self, segs: np.ndarray) -> np.ndarray:
         """Random successor per segment (-1 at dead ends); one Generator draw per segment."""
         cnt = self._succ_count[segs]
@@ -348,6 +401,7 @@ class TrafficModel:
         """Advance every vehicle by `dt` (module docstring). `ego_busy_segments`: junction segments the ego holds."""
         if len(self) == 0:
             return
+        self._hold_paths()
         if self.use_kernel:
             self._step_kernel(dt, time_s, signals, obstacles, ego_busy_segments)
         else:
@@ -392,7 +446,8 @@ class TrafficModel:
             self.id, self.node, self.nnode, self.prev_node, self.frac, self.choice, self.entry_of_pick,
             self.entry_pick, self.v, self.acc, self.v_scale,
             self.speed_cap, self.forced_brake, self.ignore_signals, self.stopped_at, self.resv_seg, self.resv_entry,
-            self.wait_since, self.claim_until, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]), rand,
+            self.wait_since, self.claim_until, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]),
+            self.role != _BACKGROUND, rand,
             cand_nodes, cand_owner, obstacles.xy, obstacles.yaw, obstacles.half_length, obstacles.half_width,
             obstacles.speed, g.xy, g.node_s, FOOTPRINT_HALF_WIDTH_M, 0.5 * g.spacing_m, mark_buf,
             np.asarray(ego_busy, np.int64),
@@ -401,7 +456,7 @@ class TrafficModel:
             idm.min_gap_m, idm.stop_line_gap_m, idm.time_headway_s, idm.delta, self._snap_gap, idm.crawl_speed_mps,
             idm.yellow_decel_limit_mps2, idm.min_safety_gap_m, cfg.reservation_request_m,
             cfg.stop_sign_stop_radius_m, cfg.stopped_speed_mps, cfg.reservation_patience_s,
-            cfg.reservation_claim_hold_s, out_xyz, out_yaw, out_vel, out_ctrl, self.last_gap_lead, self.last_gap_stop, self.last_leader,
+            cfg.reservation_claim_hold_s, cfg.box_follow_speed_mps, out_xyz, out_yaw, out_vel, out_ctrl, self.last_gap_lead, self.last_gap_stop, self.last_leader,
         )  # fmt: skip
         self.xyz, self.yaw, self.velocity, self.control = out_xyz, out_yaw, out_vel, out_ctrl
 
@@ -461,7 +516,7 @@ class TrafficModel:
 
         # 3. junction entry ahead
         entry = g.entry_seg[node]
-        gap_stop = self._entry_logic(entry, pos, hl, v, gap_lead, time_s, signals, ego_busy_segments)
+        gap_stop = self._entry_logic(entry, pos, hl, v, gap_lead, v_lead, time_s, signals, ego_busy_segments)
 
         # 4. IDM against the leader and the stop target (one formula, the stronger interaction wins)
         v0 = np.maximum(np.minimum(g.speed_limit[node] * self.v_scale, self.speed_cap), 0.1)
@@ -507,7 +562,9 @@ class TrafficModel:
             self._rows_cache = r
         return r
 
-    def _entry_logic(self, entry, pos, hl, v, gap_lead, time_s, signals: SignalState, ego_busy) -> np.ndarray:
+    def _entry_logic(
+        self, entry, pos, hl, v, gap_lead, v_lead, time_s, signals: SignalState, ego_busy
+    ) -> np.ndarray:
         """Gap to the stop target per vehicle (inf when it may pass); updates stop-sign and reservation state."""
         cfg, idm = self.cfg, self.idm
         front_gap = self.g.entry_dist[self.node] - pos - hl  # front bumper to the stop line (inf: none ahead)
@@ -539,8 +596,11 @@ class TrafficModel:
             self.entry_of_pick[rows] = entry[rows]
             self.entry_pick[rows] = self._choose(entry[rows])
         reserved = has_entry & (self.resv_entry == entry)
-        # don't block the box: enter only with room for the whole vehicle past the junction lane
-        room = gap_lead >= front_gap + self.g.seg_length[self.entry_pick] + 2.0 * hl + idm.min_gap_m
+        # don't block the box: enter only with room for the whole vehicle past the junction lane, or
+        # (scenario vehicles) behind a leader that drives on briskly
+        room = (gap_lead >= front_gap + self.g.seg_length[self.entry_pick] + 2.0 * hl + idm.min_gap_m) | (
+            (self.role != _BACKGROUND) & (v_lead >= cfg.box_follow_speed_mps)
+        )
         hold = sig_stop | ~room
         # a vehicle held before the line gives its reservation back (no blocking on red or on a full exit)
         drop = reserved & hold & (front_gap > 0.0)

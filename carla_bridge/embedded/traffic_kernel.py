@@ -110,7 +110,7 @@ def traffic_step(
     light_state, seg_length,
     # vehicles (updated in place)
     ids, node, nnode, prev, frac, choice, entry_of_pick, entry_pick, v, acc, v_scale, speed_cap, forced_brake, ignore_signals,
-    stopped_at, resv_seg, resv_entry, wait_since, claim_until, remove_requested, hl, rand,
+    stopped_at, resv_seg, resv_entry, wait_since, claim_until, remove_requested, hl, box_follow, rand,
     # obstacles off the graph: candidate lane nodes (with their obstacle) and the obstacles' boxes
     cand_nodes, cand_owner, obs_xy, obs_yaw, obs_hl, obs_hw, obs_speed, node_xy, node_s, footprint_hw,
     half_spacing, mark_nodes, ego_busy,
@@ -118,7 +118,7 @@ def traffic_step(
     occ, occ_off, occ_v, busy, claimed,
     # parameters
     dt, time_s, lookahead_m, a_max, b_comf, d_max, s0, s0_stop, headway, delta, snap_gap, crawl,
-    yellow_decel, safety_gap, request_m, stop_radius, stopped_speed, patience_s, claim_hold_s,
+    yellow_decel, safety_gap, request_m, stop_radius, stopped_speed, patience_s, claim_hold_s, box_follow_mps,
     # outputs
     out_xyz, out_yaw, out_vel, out_ctrl, gap_lead, gap_stop, leader,
 ):  # fmt: skip
@@ -231,9 +231,13 @@ def traffic_step(
             cnt = succ_ptr[ent + 1] - succ_ptr[ent]
             entry_pick[i] = succ_idx[succ_ptr[ent] + min(int(rand[1, i] * cnt), cnt - 1)] if cnt > 0 else -1
         reserved = resv_entry[i] == ent
-        # don't block the box: enter only with room for the whole vehicle past the junction lane
+        # don't block the box: enter only with room for the whole vehicle past the junction lane, or
+        # (scenario vehicles) behind a leader that drives on briskly
         pk = entry_pick[i]
-        room = pk >= 0 and gap_lead[i] >= front[i] + seg_length[pk] + 2.0 * hl[i] + s0
+        room = pk >= 0 and (
+            gap_lead[i] >= front[i] + seg_length[pk] + 2.0 * hl[i] + s0
+            or (box_follow[i] and v_lead[i] >= box_follow_mps)
+        )
         hold = stop or not room
         if reserved and hold and front[i] > 0.0:  # held before the line: give the reservation back
             resv_seg[i] = -1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import carla
 import numpy as np
@@ -174,12 +174,17 @@ class World:
         speed_cap: float = math.inf,
         managed: bool = False,
         ignore_signals: bool = False,
+        path_segments: Sequence[int] | None = None,
     ) -> int:
-        """A vehicle driven by the traffic model (IDM, lights, right of way) at lane node `node`."""
+        """A vehicle driven by the traffic model (IDM, lights, right of way) at lane node `node`;
+        with `path_segments` (consecutive lane segments, `node`'s among them) it keeps to that path
+        instead of choosing successors at random."""
         bp = blueprint(type_id) if type_id else self.traffic.sample_blueprint()
         aid = self.next_actor_id()
         row = self.traffic.add(aid, int(node), bp, float(speed), role, managed, 1.0, speed_cap)
         self.traffic.ignore_signals[row] = ignore_signals
+        if path_segments is not None:
+            self.traffic.set_path_segments(aid, path_segments)
         return aid
 
     def spawn_scripted(

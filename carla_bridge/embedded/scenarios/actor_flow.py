@@ -7,10 +7,8 @@ right of way and, unless `ignore_signals`, lights) and is removed at the sink. `
 whole path at the same gaps, as the leaderboard's `add_initial_actors`. `max_vehicles` caps the
 number of vehicles a flow ever spawns (a platoon instead of an endless stream).
 
-The traffic model picks successors at random; a flow vehicle is held on the path by writing its
-next segment (`choice`) and the junction lane it will take at the next entry (`entry_of_pick`,
-`entry_pick`) into its traffic row every tick. (Proposed world API that would replace this:
-``spawn_lane_vehicle(..., path_segments=...)``.)
+The traffic model picks successors at random; flow vehicles are spawned with the path's lane
+segments (``spawn_lane_vehicle(..., path_segments=...)``), which holds them on it.
 """
 
 from __future__ import annotations
@@ -27,7 +25,6 @@ from carla_bridge.embedded.scenarios.placement import node_behind, opposite_lane
 from carla_bridge.snapshot import ActorRole
 
 if TYPE_CHECKING:
-    from carla_bridge.embedded.traffic import TrafficModel
     from carla_bridge.embedded.world import World
 
 SOURCE_CLEARANCE_M = 9.0  # no spawn while any vehicle (or the ego) is this close to the source
@@ -69,17 +66,8 @@ class ActorFlow:
         self.s = np.concatenate([[0.0], np.cumsum(edge)])  # arc length of each path node
         self._index = {int(n): k for k, n in enumerate(self.nodes.tolist())}
         segs = g.seg[self.nodes]
-        order = [int(segs[0])] + [int(s) for a, s in itertools.pairwise(segs) if s != a]
-        self.segments = order
-        self._next_seg = {a: b for a, b in itertools.pairwise(order)}
-        # for each segment of the path: the next (entry lane, junction lane) pair at or after it
-        self._next_entry: dict[int, tuple[int, int]] = {}
-        upcoming: tuple[int, int] | None = None
-        for a, b in reversed(list(itertools.pairwise(order))):
-            if g.is_entry[a] and g.seg_junction[b] >= 0:
-                upcoming = (a, b)
-            if upcoming is not None:
-                self._next_entry[a] = upcoming
+        self.segments = [int(segs[0])] + [int(s) for a, s in itertools.pairwise(segs) if s != a]
+        self._seg_index = {seg: k for k, seg in enumerate(self.segments)}
         self._cars = vehicles_of(FLOW_CATEGORY)
         self._last_id = -1
         self._next_gap = self._draw_gap(world)
@@ -117,8 +105,6 @@ class ActorFlow:
             ):
                 world.remove_actor(aid)
                 self.ids.remove(aid)
-                continue
-            self._hold_on_path(t, row, node)
         self._maybe_spawn(world)
 
     def remove_all(self, world: World) -> None:
@@ -183,28 +169,14 @@ class ActorFlow:
             self.role,
             speed_cap=self.speed_mps,
             ignore_signals=self.ignore_signals,
+            path_segments=self.segments[self._seg_index[int(self.graph.seg[node])] :],
         )
         t = world.traffic
-        row = t.index_of(aid)
-        t.v_scale[row] = SPEED_SCALE_UNLIMITED
-        self._hold_on_path(t, row, node)
+        t.v_scale[t.index_of(aid)] = SPEED_SCALE_UNLIMITED
         self.ids.append(aid)
         self._last_id = aid
         self.spawned += 1
         return aid
-
-    def _hold_on_path(self, t: TrafficModel, row: int, node: int) -> None:
-        g = self.graph
-        seg = int(g.seg[node])
-        nxt = self._next_seg.get(seg)
-        if nxt is not None and int(t.choice[row]) != nxt:
-            t.choice[row] = nxt
-            if node == int(g.seg_start[seg] + g.seg_count[seg] - 1):
-                t.nnode[row] = int(g.seg_start[nxt])
-        pick = self._next_entry.get(seg)
-        if pick is not None:
-            t.entry_of_pick[row] = pick[0]
-            t.entry_pick[row] = pick[1]
 
 
 def oncoming_flow(
