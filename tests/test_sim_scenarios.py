@@ -9,6 +9,7 @@ import pytest
 
 from carla_bridge.embedded import EmbeddedSimulator, SimConfig
 from carla_bridge.embedded.scenarios import RUNNING, Scenario, register, registered_types
+from carla_bridge.embedded.scenarios import runner as scenario_runner
 from carla_bridge.embedded.scenarios.base import _REGISTRY
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route import ScenarioSpec, TriggerPoint
@@ -43,7 +44,9 @@ def test_builtin_types_are_registered():
         assert name in registered_types()
 
 
-def test_unimplemented_type_is_skipped_with_one_warning(maps, dev_routes, caplog):
+def test_unimplemented_type_is_skipped_with_one_warning(maps, dev_routes, caplog, monkeypatch):
+    # The warning is once per process: start from a process that has not warned yet.
+    monkeypatch.setattr(scenario_runner, "_WARNED", set())
     route = first_of(dev_routes, "AccidentTwoWays")
     spec = route.scenarios[0]
     fake = ScenarioSpec("NoSuch_1", "NoSuchScenarioType", spec.trigger_point)
