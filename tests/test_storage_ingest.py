@@ -280,11 +280,14 @@ def store_now() -> str:
     return utcnow().strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+CONCURRENT_START_TIMEOUT_S = 120.0  # generous: CI machines may be loaded
+
+
 def _concurrent_writer(url: URL, clip_root: str, writer: int, barrier: Any) -> None:
     store = Store(url, clip_root, fast_config())
     batch = [make_episode(1000 * (writer + 1) + k, n_takeovers=1) for k in range(CONCURRENT_OWN_EPISODES)]
     batch += [make_episode(k, n_takeovers=1) for k in range(CONCURRENT_SHARED_EPISODES)]
-    barrier.wait(30)
+    barrier.wait(CONCURRENT_START_TIMEOUT_S)
     for records in batch:
         store.ingest_episode(*records)
     store.close()
@@ -292,7 +295,9 @@ def _concurrent_writer(url: URL, clip_root: str, writer: int, barrier: Any) -> N
 
 def test_two_processes_writing_at_once_lose_nothing(db_url: URL, clip_root: Path) -> None:
     # given two writer processes started together, each with its own episodes plus three shared ones
-    context = multiprocessing.get_context("fork")
+    # spawn, not fork: the test process may already run torch/numba/OpenMP threads that a fork copies
+    # mid-lock.
+    context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     writers = [
         context.Process(target=_concurrent_writer, args=(db_url, str(clip_root), w, barrier))
