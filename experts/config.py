@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 @dataclass
 class RoutePrepConfig:
     resample_spacing_m: float = 0.1  # uniform spacing of the prepared path (index = s / spacing)
-    pad_before_m: float = 5.0  # straight extension before the first dense point
+    pad_before_m: float = 60.0  # extension before the first dense point, along the lane leading in
+    lead_in_step_m: float = 2.0  # step of that lane walk (straight where the map has no lane)
     pad_after_m: float = 40.0  # straight extension after the last point, so aim points always exist
     snap_max_distance_m: float = 1.0  # dense points farther than this from a lane centre stay as they are
     snap_max_yaw_deg: float = 30.0  # and so do points whose nearest lane points elsewhere
@@ -69,6 +70,7 @@ class HazardConfig:
     lookahead_m: float = 80.0  # leading hazards are searched this far along the path
     max_level_gap_m: float = 3.0  # actors this much above/below the route are on a bridge or underpass
     corridor_margin_m: float = 0.35  # lateral margin beyond the ego half width
+    oncoming_corridor_margin_m: float = 0.1  # ... for oncoming moving vehicles: they pass, not lead
     yellow_max_decel_mps2: float = 4.0  # stop at yellow only when it needs at most this deceleration
     red_min_decel_override_mps2: float = 9.0  # unreachable red (needs more than this): drive through
     stop_line_passed_m: float = 1.5  # a stop line the ego front has passed by more than this is behind it

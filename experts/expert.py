@@ -343,7 +343,12 @@ class PDMLiteExpert:
         if not len(frame):
             return np.zeros(0, bool)
         o = np.interp(frame.s, s_win, offset)
-        half = ego.half_width + cfg.hazards.corridor_margin_m
+        # Oncoming traffic passing close by (an invading turn, a narrow street) is not a leader to stop
+        # for; the forecast check still catches one whose path meets the ego's.
+        oncoming = frame.is_vehicle_like() & (frame.v_along < -cfg.obstacles.oncoming_min_speed_mps)
+        half = ego.half_width + np.where(
+            oncoming, cfg.hazards.oncoming_corridor_margin_m, cfg.hazards.corridor_margin_m
+        )
         inside = (
             frame.lateral_overlap(o, half)
             & (frame.s > ego.s)
@@ -769,8 +774,11 @@ class PDMLiteExpert:
         aligned = (np.minimum(rel, np.pi - rel) < np.radians(fc.parallel_max_yaw_deg)) & (
             np.abs(frame.d[f]) < fc.parallel_max_lateral_m
         )
+        # the stretch each one covers over the horizon: ahead of it along the route, or back for oncoming
         reach = speed[k] * horizon + fc.parallel_junction_margin_m
-        lo, hi = frame.s[f] - reach, frame.s[f] + reach
+        oncoming = np.abs(frame.rel_yaw[f]) > np.pi / 2
+        lo = frame.s[f] - np.where(oncoming, reach, fc.parallel_junction_margin_m)
+        hi = frame.s[f] + np.where(oncoming, fc.parallel_junction_margin_m, reach)
         route = self.route
         ok = aligned & (lo > route.s0_m) & (hi < route.s0_m + (len(route) - 1) * route.spacing_m)
         for entry, exit_ in route.junctions:

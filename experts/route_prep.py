@@ -184,6 +184,39 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
+def _lead_in(cmap: carla.Map, start: np.ndarray, yaw: float, cfg: RoutePrepConfig) -> np.ndarray:
+    """(M, 2) points, farthest first, `pad_before_m` back from `start` along the lane that leads into
+    it (the predecessor that keeps the heading at each step), straight on where the map has no lane."""
+    points: list[tuple[float, float]] = []
+    wp = _lane_info(cmap, float(start[0]), float(start[1]), float(start[2]))
+    max_yaw = math.radians(cfg.snap_max_yaw_deg)
+    if (
+        wp is not None
+        and abs(float(wrap_angle(math.radians(wp.transform.rotation.yaw) - yaw))) < max_yaw
+        and wp.transform.location.distance(
+            carla.Location(x=float(start[0]), y=float(start[1]), z=float(start[2]))
+        )
+        < cfg.snap_max_distance_m
+    ):
+        for _ in range(int(cfg.pad_before_m / cfg.lead_in_step_m)):
+            previous = wp.previous(cfg.lead_in_step_m)
+            if not previous:
+                break
+            heading = math.radians(wp.transform.rotation.yaw)
+            wp = min(
+                previous,
+                key=lambda p: abs(float(wrap_angle(math.radians(p.transform.rotation.yaw) - heading))),
+            )
+            points.append((wp.transform.location.x, wp.transform.location.y))
+    end = np.array(points[-1]) if points else np.asarray(start[:2], float)
+    covered = len(points) * cfg.lead_in_step_m
+    if covered < cfg.pad_before_m:  # straight on from the last lane point (or the start)
+        back = yaw if len(points) < 2 else math.atan2(points[-2][1] - end[1], points[-2][0] - end[0])
+        end = end - (cfg.pad_before_m - covered) * np.array([math.cos(back), math.sin(back)])
+        points.append((float(end[0]), float(end[1])))
+    return np.array(points[::-1], float).reshape(-1, 2)
+
+
 def prepare_route(
     route: Route, cmap: carla.Map, cfg: RoutePrepConfig, speed: SpeedConfig | None = None
 ) -> PreparedRoute:
@@ -232,16 +265,17 @@ def prepare_route(
     xy, lc_windows = smooth_lane_changes(xy, yaw_in, lc_len, cfg.lane_change_jump_m)
     jump_arc = 0.5 * (lc_windows[:, 0] + lc_windows[:, 1])
 
-    # Straight pads so that look-ahead never runs off either end.
+    # Pads so that look-ahead never runs off either end; the one before the start follows the lane
+    # the ego comes from, so that traffic coming up from behind is forecast along its lane.
     yaw_pts = _polyline_yaw(xy)
-    head = xy[0] - cfg.pad_before_m * np.array([math.cos(yaw_pts[0]), math.sin(yaw_pts[0])])
+    head = _lead_in(cmap, np.array([xy[0, 0], xy[0, 1], xyz[0, 2]]), float(yaw_pts[0]), cfg)
     tail = xy[-1] + cfg.pad_after_m * np.array([math.cos(yaw_pts[-1]), math.sin(yaw_pts[-1])])
     poly = np.vstack([head, xy, tail])
     arc = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(poly, axis=0).T))])
-    arc -= arc[1]  # s = 0 at the first dense point
-    dense_s = arc[1:-1]
+    arc -= arc[len(head)]  # s = 0 at the first dense point
+    dense_s = arc[len(head) : -1]
     sp = cfg.resample_spacing_m
-    s_new = np.arange(arc[0], arc[-1], sp)
+    s_new = sp * np.arange(math.ceil(arc[0] / sp - 1e-9), math.floor(arc[-1] / sp) + 1)  # s = 0 on the grid
     x_new = np.interp(s_new, arc, poly[:, 0])
     y_new = np.interp(s_new, arc, poly[:, 1])
     src = np.clip(np.searchsorted(dense_s, s_new, side="right") - 1, 0, n - 1)

@@ -52,7 +52,7 @@ class RouteFrameActors:
     def d_right(self) -> np.ndarray:
         return self.d + self.half_across
 
-    def lateral_overlap(self, centre: np.ndarray | float, half_width: float) -> np.ndarray:
+    def lateral_overlap(self, centre: np.ndarray | float, half_width: np.ndarray | float) -> np.ndarray:
         """True where the actor's lateral span meets the band centre +- half_width."""
         return (self.d_right > np.asarray(centre) - half_width) & (
             self.d_left < np.asarray(centre) + half_width

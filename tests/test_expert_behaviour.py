@@ -362,6 +362,21 @@ def test_nudges_away_from_an_oncoming_car_cutting_into_the_lane(town01):
     assert max(_lateral(route, e[0], e[1]) for e in trace.ego) > 0.2  # and drove it
 
 
+def test_keeps_going_past_an_oncoming_car_that_passes_close_by(town01):
+    route = lane_route(town01, *TOWN01_LANE, 200)
+    expert = _expert(route, town01)
+    # given an oncoming car whose right side is 1.2 m inside the ego's 4 m lane, driving at 8 m/s
+    x, y, yaw = point_on_route(route, 60.0, lateral_m=-1.8)
+    invader = Mover(ActorSpec(61, ActorKind.VEHICLE, x, y, yaw + math.pi, 8.0))
+    # when the ego meets it at 6 m/s
+    trace = drive(expert, route, 10.0, 6.0, 5.0, [invader])
+    # then it nudges right and passes without touching it, never slowing to a crawl (stopping in
+    # the lane, as for a leader, would have it driven into)
+    assert not trace.collided_with
+    assert min(e[3] for e in trace.ego) > 3.0
+    assert all(p.reason != Reason.LEADING_VEHICLE for p in trace.plans)
+
+
 # ---------------------------------------------------------------------------------------- forecast
 def test_forecast_brakes_for_a_vehicle_crossing_the_path(town01):
     route = lane_route(town01, *TOWN01_LANE, 200)

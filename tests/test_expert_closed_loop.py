@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from carla_bridge.config import load_config
 from carla_bridge.embedded import EmbeddedSimulator, SimConfig
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route_planner import prepare_routes
@@ -31,3 +32,37 @@ def test_expert_drives_built_in_routes_without_collisions():
         assert run.driving_score >= 90.0, table
         assert run.plan_ms_median < 20.0, table  # generous: shared CI machines; the benchmark is strict
     assert "mean DS" in table
+
+
+@pytest.mark.parametrize(
+    ("route_id", "seed", "what"),
+    [
+        ("27870", 0, "an oncoming van turns left across the ego's stopped nose into the ego's exit"),
+        ("25538", 1, "an emergency vehicle closes in while the free lane has fast traffic behind"),
+    ],
+)
+def test_expert_dev_route_regressions(route_id, seed, what, dev_routes_file, shared_maps_dir):
+    # given a Bench2Drive dev route that once ended in an infraction (what), when the expert drives it
+    maps = MapLibrary(extra_dirs=[shared_maps_dir])
+    routes = load_route_set(str(dev_routes_file), [route_id])
+    prepare_routes(routes, maps)
+    sim_config = load_config(SimConfig, "sim")  # what `takeover drive` uses
+    runs = evaluate(lambda: EmbeddedSimulator(sim_config, maps), routes, [seed], ExpertConfig())
+    # then it finishes with no infraction at all
+    record = runs[0].record
+    assert record.scores.score_composed == pytest.approx(100.0), (what, format_table(runs))
+
+
+@pytest.mark.parametrize("route_id", ["1014", "2007"])
+def test_expert_keeps_right_past_invading_oncoming_cars_without_stalling(route_id):
+    # given a built-in InvadingTurn route: a flow of oncoming cars cuts a quarter lane into the ego's
+    maps = MapLibrary()
+    set_name = "builtin:train" if route_id.startswith("1") else "builtin:eval"
+    routes = load_route_set(set_name, [route_id])
+    prepare_routes(routes, maps)
+    sim_config = load_config(SimConfig, "sim")
+    # when the expert drives it
+    runs = evaluate(lambda: EmbeddedSimulator(sim_config, maps), routes, [0], ExpertConfig())
+    # then it passes them close by instead of stopping for each (which times the scenario out)
+    record = runs[0].record
+    assert record.scores.score_composed == pytest.approx(100.0), format_table(runs)

@@ -49,13 +49,30 @@ def test_path_is_uniform_and_starts_at_the_first_dense_point(town01):
     route = lane_route(town01, 392.38, 20.0, 150)
     p = prepare_route(route, town01, CFG)
     steps = np.hypot(*np.diff(p.xy, axis=0).T)
-    assert steps == pytest.approx(CFG.resample_spacing_m, abs=1e-6)
+    assert steps == pytest.approx(CFG.resample_spacing_m, abs=1e-3)  # chords of the lead-in's bends
     i0 = p.index_at(0.0)
     assert np.hypot(*(p.xy[i0] - route.dense.xyz[0, :2])) < 1e-6
     assert p.length_m == pytest.approx(route.dense.length_m, rel=1e-3)
-    # padded both ends, straight along the lane
-    assert p.s0_m == pytest.approx(-CFG.pad_before_m, abs=CFG.resample_spacing_m)
+    # padded both ends: the lane leading in before, straight on after
+    assert -CFG.pad_before_m - 1.0 < p.s0_m < -0.9 * CFG.pad_before_m
     assert p.s_at(len(p) - 1) > p.length_m + CFG.pad_after_m - 1.0
+
+
+def test_lead_in_follows_the_lane_the_route_comes_from(town01):
+    # given a route that starts just past a bend (Town01's corner at x ~ 392 m)
+    route = lane_route(town01, 392.38, 20.0, 150)
+    # when it is prepared
+    p = prepare_route(route, town01, CFG)
+    # then every point behind the start lies on a driving lane centre, heading along that lane
+    behind = np.flatnonzero(p.s_at(np.arange(len(p))) < 0.0)[::20]
+    for i in behind:
+        wp = town01.get_waypoint(carla.Location(x=float(p.xy[i, 0]), y=float(p.xy[i, 1])))
+        loc = wp.transform.location
+        assert math.hypot(loc.x - p.xy[i, 0], loc.y - p.xy[i, 1]) < 0.3
+        dyaw = math.remainder(math.radians(wp.transform.rotation.yaw) - float(p.yaw[i]), math.tau)
+        assert abs(dyaw) < math.radians(10.0)
+    # ... and the lead-in turns (a straight pad would leave the lane)
+    assert np.ptp(np.unwrap(p.yaw[behind])) > math.radians(45.0)
 
 
 def test_points_off_the_lane_centre_are_snapped_back(town01):

@@ -397,3 +397,42 @@ def test_path_segments_that_are_not_consecutive_lanes_are_rejected(maps):
     model.add(1, int(graph.seg_start[seg]), CAR, 0.0)
     with pytest.raises(SimConfigError, match="not consecutive"):
         model.set_path_segments(1, [seg, stranger])
+
+
+class TestLaneFootprintCover:
+    """traffic_kernel.covers_lane_node: does an obstacle box meet a lane node's swept footprint?"""
+
+    HL, HW, HALF_SPACING = 2.44, 1.06, 0.5
+
+    def covers(self, lx, ly, phi_deg, footprint):
+        from carla_bridge.embedded.traffic_kernel import covers_lane_node
+
+        return bool(
+            covers_lane_node(lx, ly, np.radians(phi_deg), self.HL, self.HW, self.HALF_SPACING, footprint)
+        )
+
+    def test_parallel_lane_is_the_box_grown_by_the_footprint(self):
+        # given a lane parallel to the obstacle, then a node covers iff it lies in the grown box
+        assert self.covers(self.HL + 0.45, 0.0, 0.0, 1.0)
+        assert not self.covers(self.HL + 0.55, 0.0, 0.0, 1.0)
+        assert self.covers(0.0, self.HW + 0.95, 0.0, 1.0)
+        assert not self.covers(0.0, self.HW + 1.05, 0.0, 1.0)
+
+    def test_crossing_lane_reaches_past_the_front_by_its_footprint(self):
+        # given a lane crossing 1.36 m past a stopped car's nose (a turning van's path)
+        lx = self.HL + 1.36
+        # then a straight lane's 1 m footprint misses it, a curved node's widened footprint does not
+        assert not self.covers(lx, 1.1, 90.0, 1.0)
+        assert self.covers(lx, 1.1, 90.0, 1.0 + 0.5 * 0.17 * 3.0**2)
+
+    def test_curved_nodes_get_a_wider_footprint(self, maps, backend):
+        # given the traffic model of a real town
+        from carla_bridge.embedded.traffic import FOOTPRINT_HALF_WIDTH_M, MAX_SWEEP_M
+
+        graph, _, _, model = world_parts(maps, "Town01", backend)
+        straight = np.abs(graph.curvature) < 1e-4
+        tight = np.abs(graph.curvature) > 0.1
+        # then straight lane nodes keep the plain footprint, junction turns get a wider, capped one
+        assert np.allclose(model._footprint[straight], FOOTPRINT_HALF_WIDTH_M, atol=1e-3)
+        assert tight.any() and np.all(model._footprint[tight] > FOOTPRINT_HALF_WIDTH_M + 0.4)
+        assert model._footprint.max() <= FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M

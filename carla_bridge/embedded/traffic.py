@@ -6,7 +6,8 @@ the episode's Generator). Every tick (`TrafficModel.step`):
 
 1. Occupancy: each vehicle marks its previous, current and next node on a node-sized array;
    obstacles off the graph (the ego, scripted actors, props) mark every node whose lane footprint
-   their box covers (test in the actor frame: |dx| <= hl + spacing / 2, |dy| <= hw + footprint).
+   (half a spacing along, the footprint half width across, wider on curves) their box overlaps (separating axes, so
+   lanes crossing in front of a stopped car see its corners).
 2. Leader: the first marked node along the vehicle's own path (its chosen successor, default
    successors beyond) within `lookahead_m`. Bumper gap = path distance centre-to-centre - hl_i - hl_j.
 3. Junction entry ahead (precomputed per node): stop for red (and for yellow when it can stop
@@ -60,6 +61,11 @@ _BACKGROUND = int(ActorRole.BACKGROUND)
 _NO_MARKS = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
 _NO_LIGHTS = np.zeros(1, np.int8)
 FOOTPRINT_HALF_WIDTH_M = 1.0  # lateral reach of a lane follower around its lane centre
+# On a curve a vehicle's box runs straight along the tangent while its path bends away: its front
+# corners leave the lane band by about kappa * hl^2 / 2 (hl = half length). Curved lane nodes widen
+# their footprint by that for a long vehicle, so a van turning past a stopped car sees its corner.
+SWEEP_HALF_LENGTH_M = 3.0  # half length of the longest common vehicles (vans, buses are longer)
+MAX_SWEEP_M = 1.5  # cap of the widening on the tightest turns
 MAX_HOPS_PER_TICK = 4  # > max speed x dt / min edge length for any sane speed
 CANDIDATE_REUSE_M = 3.0  # an obstacle's candidate lane nodes are reused until it moves this far
 EGO_OBSTACLE_ID = 0  # cache key of the ego among obstacles (actor ids start at 1)
@@ -147,6 +153,9 @@ class TrafficModel:
         self._owner_cache: dict[int, np.ndarray] = {}
         self._marks_buf = np.empty(512, np.int64)
         self._node_steer = steer_for_curvature(graph.curvature, vehicle_params).astype(np.float32)
+        self._footprint = FOOTPRINT_HALF_WIDTH_M + np.minimum(
+            0.5 * np.abs(graph.curvature) * SWEEP_HALF_LENGTH_M**2, MAX_SWEEP_M
+        )
         self._occ = np.full(graph.num_nodes, -1, np.int32)
         self._occ_off = np.zeros(graph.num_nodes)
         self._occ_v = np.zeros(graph.num_nodes)
@@ -346,7 +355,7 @@ class TrafficModel:
         m = obs.xy.shape[0]
         if m == 0:
             return None
-        pad = FOOTPRINT_HALF_WIDTH_M + g.spacing_m
+        pad = FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M + g.spacing_m
         parts, owners = [], []
         for k in range(m):
             r = float(obs.half_length[k]) + float(obs.half_width[k]) + pad
@@ -364,8 +373,14 @@ class TrafficModel:
         c, s = np.cos(yaw), np.sin(yaw)
         lx = d[:, 0] * c + d[:, 1] * s
         ly = d[:, 1] * c - d[:, 0] * s
-        inside = (np.abs(lx) <= obs.half_length[own] + 0.5 * g.spacing_m) & (
-            np.abs(ly) <= obs.half_width[own] + FOOTPRINT_HALF_WIDTH_M
+        inside = traffic_kernel.covers_lane_node(
+            lx,
+            ly,
+            g.yaw[cand] - yaw,
+            obs.half_length[own],
+            obs.half_width[own],
+            0.5 * g.spacing_m,
+            self._footprint[cand],
         )
         if not np.count_nonzero(inside):
             return None
@@ -414,7 +429,7 @@ class TrafficModel:
         g, idm, cfg = self.g, self.idm, self.cfg
         n = len(self)
         m = obstacles.xy.shape[0]
-        pad = FOOTPRINT_HALF_WIDTH_M + g.spacing_m
+        pad = FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M + g.spacing_m
         parts, owners = [], []
         for k in range(m):
             r = float(obstacles.half_length[k]) + float(obstacles.half_width[k]) + pad
@@ -449,7 +464,7 @@ class TrafficModel:
             self.wait_since, self.claim_until, self.remove_requested, np.ascontiguousarray(self.extent[:, 0]),
             self.role != _BACKGROUND, rand,
             cand_nodes, cand_owner, obstacles.xy, obstacles.yaw, obstacles.half_length, obstacles.half_width,
-            obstacles.speed, g.xy, g.node_s, FOOTPRINT_HALF_WIDTH_M, 0.5 * g.spacing_m, mark_buf,
+            obstacles.speed, g.xy, g.node_s, self._footprint, 0.5 * g.spacing_m, mark_buf,
             np.asarray(ego_busy, np.int64),
             self._occ, self._occ_off, self._occ_v, self._seg_busy, self._seg_claimed,
             dt, time_s, self._lookahead, idm.max_accel_mps2, idm.comfort_decel_mps2, idm.max_decel_mps2,

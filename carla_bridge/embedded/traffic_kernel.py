@@ -35,6 +35,29 @@ MAX_HOPS_PER_TICK = 4
 
 
 @njit(cache=True)
+def covers_lane_node(lx, ly, phi, obs_hl, obs_hw, half_spacing, footprint_hw):
+    """Whether an obstacle box covers a lane node's footprint (scalars or arrays).
+
+    The footprint is the thin rectangle a lane follower sweeps through the node: half a node spacing
+    along the lane and `footprint_hw` across it. Separating-axis test of two oriented rectangles in
+    the obstacle frame: (lx, ly) the node there, phi the lane heading relative to the obstacle. For a
+    lane parallel to the obstacle (phi = 0) it is |lx| <= hl + half_spacing and |ly| <= hw +
+    footprint_hw; for crossing lanes the footprint's width also reaches past the obstacle's ends,
+    so vehicles crossing in front of a stopped car see its corners.
+    """
+    c = np.abs(np.cos(phi))
+    s = np.abs(np.sin(phi))
+    along = lx * np.cos(phi) + ly * np.sin(phi)
+    across = ly * np.cos(phi) - lx * np.sin(phi)
+    return (
+        (np.abs(lx) <= obs_hl + half_spacing * c + footprint_hw * s)
+        & (np.abs(ly) <= obs_hw + half_spacing * s + footprint_hw * c)
+        & (np.abs(along) <= half_spacing + obs_hl * c + obs_hw * s)
+        & (np.abs(across) <= footprint_hw + obs_hl * s + obs_hw * c)
+    )
+
+
+@njit(cache=True)
 def _grant(cand, count, pick, entry_of, node, seg_of, seg_junction, conflict_ptr, conflict_idx, resv_seg, resv_entry,
            wait_since, ids, busy, ego_busy, n, claimed, v, front, b_comf, time_s, patience_s, claim_until,
            claim_hold_s):  # fmt: skip
@@ -136,8 +159,8 @@ def traffic_step(
         occ[nnode[i]] = i
         occ_off[nnode[i]] = pos - e
         occ_v[nnode[i]] = v[i]
-    # an obstacle covers a lane node when the node lies in its box grown by half a spacing along and
-    # by the footprint half width across; the node before it is marked too (strided numpy scans)
+    # an obstacle covers a lane node when its box meets the node's footprint (covers_lane_node); the
+    # node before it is marked too (strided numpy scans)
     n_marks = 0
     for k in range(cand_nodes.shape[0]):
         m = cand_nodes[k]
@@ -146,9 +169,14 @@ def traffic_step(
         sn = np.sin(obs_yaw[o])
         dx = node_xy[m, 0] - obs_xy[o, 0]
         dy = node_xy[m, 1] - obs_xy[o, 1]
-        if (
-            abs(dx * c + dy * sn) > obs_hl[o] + half_spacing
-            or abs(dy * c - dx * sn) > obs_hw[o] + footprint_hw
+        if not covers_lane_node(
+            dx * c + dy * sn,
+            dy * c - dx * sn,
+            yaw_n[m] - obs_yaw[o],
+            obs_hl[o],
+            obs_hw[o],
+            half_spacing,
+            footprint_hw[m],
         ):
             continue
         for mm in (m - 1, m):
