@@ -1,8 +1,7 @@
 """Forecasts over a short horizon: kinematic bicycle for vehicles and the ego, constant velocity for walkers.
 
-Kinematic bicycle (World-on-Rails fit; l_f may be negative, it is a fit):
-    wheel = k_steer * steer;  beta = atan(l_r / (l_f + l_r) * tan(wheel))
-    x += v cos(yaw + beta) dt;  y += v sin(yaw + beta) dt;  yaw += v / l_r * sin(beta) dt
+Kinematic bicycle: the equations of carla_bridge.kinematics with the expert's own parameters
+(EgoModelConfig, the World-on-Rails fit).
 Other vehicles hold their curvature (from their steer, or from their measured yaw rate when the
 simulator gives no control) and their acceleration, vectorised over actors x time with cumulative
 sums, no Python loop. The ego is rolled forward with the memoryless part of its own lateral controller
@@ -11,32 +10,27 @@ along the planned path, once; slower speed profiles reuse that geometry by trave
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from carla_bridge import kinematics
 from experts.config import EgoModelConfig, LateralConfig
 from experts.controllers import aim_distance, proportional_steer
 
 
 def slip_angle(steer: np.ndarray | float, cfg: EgoModelConfig) -> np.ndarray:
-    """beta = atan(l_r / (l_f + l_r) tan(k_steer steer))."""
-    wheel = np.asarray(steer, dtype=float) * cfg.wheel_per_steer_rad
-    return np.arctan(cfg.rear_axle_m / (cfg.front_axle_m + cfg.rear_axle_m) * np.tan(wheel))
+    """beta = atan(l_r / (l_f + l_r) tan(k_steer steer)) (carla_bridge.kinematics)."""
+    return kinematics.slip_angle(steer, cfg.wheel_per_steer_rad, cfg.front_axle_m, cfg.rear_axle_m)
 
 
 def bicycle_step(
     x: float, y: float, yaw: float, v: float, steer: float, dt: float, cfg: EgoModelConfig
 ) -> tuple[float, float, float]:
-    """One explicit Euler step of the kinematic bicycle (see module docstring)."""
-    beta = math.atan(
-        cfg.rear_axle_m / (cfg.front_axle_m + cfg.rear_axle_m) * math.tan(steer * cfg.wheel_per_steer_rad)
+    """One explicit Euler step of the kinematic bicycle (carla_bridge.kinematics)."""
+    return kinematics.pose_step_scalar(
+        x, y, yaw, v, steer, dt, cfg.wheel_per_steer_rad, cfg.front_axle_m, cfg.rear_axle_m
     )
-    x += v * math.cos(yaw + beta) * dt
-    y += v * math.sin(yaw + beta) * dt
-    yaw += v / cfg.rear_axle_m * math.sin(beta) * dt
-    return x, y, yaw
 
 
 def speed_profiles(v0: float, accel: np.ndarray, v_stop: np.ndarray, dt: float, steps: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from carla_bridge.config import load_config
-from carla_bridge.town_builder import (
+from carla_bridge.town.assets import (
     ASSETS_DIR,
     BUILTIN_EVAL_ROUTES_PATH,
     BUILTIN_TRAIN_ROUTES_PATH,
@@ -31,7 +31,7 @@ def test_committed_assets_equal_a_fresh_generation(fresh):
     }
     for rel, text in fresh.files.items():
         committed = (ASSETS_DIR / rel).read_bytes()
-        assert committed == text.encode("utf-8"), f"{rel} is stale: run python -m carla_bridge.town_builder"
+        assert committed == text.encode("utf-8"), f"{rel} is stale: run python -m carla_bridge.town"
 
 
 def test_generation_is_deterministic(fresh):

@@ -9,13 +9,12 @@ import pytest
 
 from carla_bridge.errors import TakeoverError
 from carla_bridge.geometry import wrap_angle_pi_inclusive
-from carla_bridge.town_builder import (
+from carla_bridge.town import (
     ArcGeometry,
     LineGeometry,
     Pose2D,
     TownBuildError,
     TownConfig,
-    _num,
     build_town,
     check_town,
     connector_curve,
@@ -23,6 +22,7 @@ from carla_bridge.town_builder import (
     geometry_end,
     lane_pairs,
 )
+from carla_bridge.town.xodr import _num
 
 
 def test_wrap_angle_maps_into_half_open_interval():

@@ -12,7 +12,7 @@ from collections import defaultdict
 import carla
 import pytest
 
-from carla_bridge.town_builder import BUILTIN_XODR_PATH, TOWN_NAME
+from carla_bridge.town import BUILTIN_XODR_PATH, TOWN_NAME
 
 SIGNALISED = {200, 400, 700}
 STOP_JUNCTION = 300

@@ -10,7 +10,7 @@ import carla
 import numpy as np
 import pytest
 
-from carla_bridge.town_builder import (
+from carla_bridge.town import (
     BUILTIN_EVAL_ROUTES_PATH,
     BUILTIN_TRAIN_ROUTES_PATH,
     BUILTIN_XODR_PATH,
@@ -340,14 +340,14 @@ def test_routes_prepare_with_the_project_map_library():
 
 
 def _spec(turns: tuple[str, ...]):
-    from carla_bridge.town_builder import RouteSpec
+    from carla_bridge.town import RouteSpec
 
     # ring road 10 eastbound into junction 500, where straight on splits into the one-way's 3 lanes
     return RouteSpec(9000, "train", "HardBreakRoute", (10, -1, 320.0), turns, 150.0, 40.0, "clear_noon")
 
 
 def test_route_walker_needs_the_exit_lane_where_straight_on_splits(cmap):
-    from carla_bridge.town_builder import TownBuildError, TownConfig, build_route, build_town
+    from carla_bridge.town import TownBuildError, TownConfig, build_route, build_town
 
     town = build_town(TownConfig())
     # given an ambiguous straight move, then the error asks for the exit lane

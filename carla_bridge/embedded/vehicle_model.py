@@ -1,6 +1,6 @@
 """Ego vehicle dynamics: kinematic bicycle (World-on-Rails parameters) + first-order longitudinal model.
 
-Lateral (research/pdm_lite.md), per step of `dt` seconds:
+Lateral (research/pdm_lite.md; the bicycle equations live in carla_bridge.kinematics), per step of `dt` seconds:
     steer'  = steer + clip(steer_cmd - steer, -r dt, r dt)            (rate-limited steering, r = max_steer_rate)
     wheel   = k x steer'                                              (k = wheel_angle_per_steer)
     beta    = atan(l_r / (l_f + l_r) x tan(wheel))                    (slip angle at the centre of gravity)
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carla_bridge import kinematics
 from carla_bridge.embedded.config import VehicleParams
 from carla_bridge.snapshot import Control
 
@@ -57,9 +58,10 @@ class BicycleControl:
 
 
 def slip_angle(steer: Array, params: VehicleParams) -> Array:
-    """beta = atan(l_r / (l_f + l_r) x tan(k x steer))."""
-    lf, lr = params.front_wheel_offset_m, params.rear_wheel_offset_m
-    return np.arctan(lr / (lf + lr) * np.tan(params.wheel_angle_per_steer_rad * steer))
+    """beta = atan(l_r / (l_f + l_r) x tan(k x steer)) (carla_bridge.kinematics)."""
+    return kinematics.slip_angle(
+        steer, params.wheel_angle_per_steer_rad, params.front_wheel_offset_m, params.rear_wheel_offset_m
+    )
 
 
 def steer_for_curvature(curvature: Array, params: VehicleParams) -> Array:
@@ -120,14 +122,8 @@ def bicycle_step(
         dt,
         params,
     )
-    heading = state.yaw + beta
-    return BicycleState(
-        x=state.x + v * np.cos(heading) * dt,
-        y=state.y + v * np.sin(heading) * dt,
-        yaw=(state.yaw + v / params.rear_wheel_offset_m * np.sin(beta) * dt + np.pi) % (2.0 * np.pi) - np.pi,
-        speed=v,
-        steer=steer,
-    )
+    x, y, yaw = kinematics.pose_step(state.x, state.y, state.yaw, v, beta, dt, params.rear_wheel_offset_m)
+    return BicycleState(x=x, y=y, yaw=(yaw + np.pi) % (2.0 * np.pi) - np.pi, speed=v, steer=steer)
 
 
 def bicycle_step_scalar(
@@ -147,8 +143,6 @@ def bicycle_step_scalar(
     brake = min(max(c.brake, 0.0), 1.0)
     max_ds = params.max_steer_rate_per_s * dt
     st = st + min(max(min(max(c.steer, -1.0), 1.0) - st, -max_ds), max_ds)
-    lf, lr = params.front_wheel_offset_m, params.rear_wheel_offset_m
-    beta = math.atan(lr / (lf + lr) * math.tan(params.wheel_angle_per_steer_rad * st))
     if c.reverse:
         a_drive = (
             -throttle
@@ -165,8 +159,8 @@ def bicycle_step_scalar(
         + float(c.hand_brake) * params.hand_brake_decel_mps2
     ) * dt
     v_new = math.copysign(max(0.0, abs(v_free) - decel), v_free) if v_free != 0.0 else 0.0
-    heading = yaw + beta
-    x = x + v_new * math.cos(heading) * dt
-    y = y + v_new * math.sin(heading) * dt
-    yaw = (yaw + v_new / lr * math.sin(beta) * dt + math.pi) % (2.0 * math.pi) - math.pi
-    return (x, y, yaw, v_new, st)
+    x, y, yaw = kinematics.pose_step_scalar(
+        x, y, yaw, v_new, st, dt,
+        params.wheel_angle_per_steer_rad, params.front_wheel_offset_m, params.rear_wheel_offset_m,
+    )  # fmt: skip
+    return (x, y, (yaw + math.pi) % (2.0 * math.pi) - math.pi, v_new, st)
