@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from carla_bridge.embedded.config import SignalConfig
-from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
+from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.signals import ENTRY_LIGHT, ENTRY_STOP, SignalState, signal_layout_for
+from carla_bridge.geometry import wrap_angle
 from carla_bridge.maps import MapLibrary
 from carla_bridge.snapshot import TrafficLightState
 

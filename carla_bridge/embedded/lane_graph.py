@@ -25,14 +25,10 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from carla_bridge.embedded.config import LaneGraphConfig
+from carla_bridge.geometry import wrap_angle
 
 SPEED_SIGN_TYPE = "274"  # OpenDRIVE/CARLA maximum-speed sign; value in km/h
 NO_NODE = -1
-
-
-def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
-    """Wrap angles to [-pi, pi): wrap(a) = (a + pi) mod 2 pi - pi."""
-    return (a + np.pi) % (2.0 * np.pi) - np.pi
 
 
 def _lane_key(wp: carla.Waypoint) -> tuple[int, int, int]:

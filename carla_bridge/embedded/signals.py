@@ -23,7 +23,8 @@ import carla
 import numpy as np
 
 from carla_bridge.embedded.config import SignalConfig
-from carla_bridge.embedded.lane_graph import LaneGraph, _landmark_lanes, wrap_angle
+from carla_bridge.embedded.lane_graph import LaneGraph, _landmark_lanes
+from carla_bridge.geometry import wrap_angle
 from carla_bridge.snapshot import Pose, StopLine, StopSign, TrafficLight, TrafficLightState
 
 LIGHT_TYPE = "1000001"

@@ -17,13 +17,14 @@ import numpy as np
 
 from carla_bridge.embedded.catalogue import Blueprint, blueprint
 from carla_bridge.embedded.config import SimConfig
-from carla_bridge.embedded.lane_graph import LaneGraph, wrap_angle
+from carla_bridge.embedded.lane_graph import LaneGraph
 from carla_bridge.embedded.route_progress import route_locator
 from carla_bridge.embedded.scripted import ScriptedActor, ScriptedActors, SpeedProfile
 from carla_bridge.embedded.signals import SignalLayout, SignalState
 from carla_bridge.embedded.traffic import EGO_OBSTACLE_ID, Obstacles, TrafficModel
 from carla_bridge.embedded.vehicle_model import bicycle_step_scalar
 from carla_bridge.embedded.walkers import SidewalkNetwork, WalkerModel
+from carla_bridge.geometry import wrap_angle
 from carla_bridge.route import DenseRoute, Route
 from carla_bridge.snapshot import ActorKind, ActorRole, Control, Pose, TrafficLightState
 
