@@ -12,7 +12,7 @@ from carla_bridge.errors import SimulatorError
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route_planner import locate_on_route
 from carla_bridge.simulator import FIXED_DELTA_S, Simulator
-from carla_bridge.snapshot import ActorKind, Control, WorldSnapshot
+from carla_bridge.snapshot import ActorKind, Control, InfractionKind, Pose, WorldSnapshot
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,34 @@ def test_bad_config_is_one_clear_error(maps):
     cfg.traffic.spawn_radius_m = 5.0
     with pytest.raises(TakeoverError, match="spawn_radius_m"):
         EmbeddedSimulator(cfg, maps)
+
+
+COLLISIONS = (InfractionKind.COLLISION_VEHICLE, InfractionKind.COLLISION_STATIC)
+
+
+@pytest.mark.parametrize("crash_stops_ego", [True, False])
+def test_a_crash_stops_the_ego_instead_of_driving_through(maps, crash_stops_ego):
+    # given an empty town and a parked van 30 m ahead on the ego's lane
+    cfg = SimConfig()
+    cfg.traffic.count = 0
+    cfg.traffic.density_per_100m = 0.0
+    cfg.walkers.enabled = False
+    cfg.crash_stops_ego = crash_stops_ego
+    sim = EmbeddedSimulator(cfg, maps)
+    r = route(maps)
+    snap = sim.reset(r, seed=0)
+    p = snap.ego.pose
+    ahead = Pose(p.x + 30.0 * np.cos(p.yaw), p.y + 30.0 * np.sin(p.yaw), p.z, p.yaw)
+    sim.world.spawn_static(ahead, "vehicle.mercedes.sprinter", (2.96, 0.99, 1.28))
+    # when the ego drives into it at full throttle for 10 s
+    collisions, past = 0, False
+    for _ in range(200):
+        snap = sim.step(Control(throttle=1.0))
+        collisions += sum(e.kind in COLLISIONS for e in snap.events)
+        d = np.array([snap.ego.pose.x - ahead.x, snap.ego.pose.y - ahead.y])
+        past |= float(d @ [np.cos(p.yaw), np.sin(p.yaw)]) > 6.0
+    # then it is stopped at the van and scored once; without the contact model it drives through
+    if crash_stops_ego:
+        assert collisions == 1 and not past and snap.ego.speed == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert past

@@ -132,6 +132,7 @@ class SimConfig:
     ego_type_id: str = "vehicle.lincoln.mkz_2020"
     ego_extent_m: tuple[float, float, float] = (2.44, 1.06, 0.76)  # half extents
     route_window_m: float = 30.0  # route progress search window ahead of the last index
+    crash_stops_ego: bool = True  # a collision stops the ego; it cannot drive through actors (World._contact)
     lane_graph: LaneGraphConfig = field(default_factory=LaneGraphConfig)
     vehicle: VehicleParams = field(default_factory=VehicleParams)
     idm: IDMConfig = field(default_factory=IDMConfig)

@@ -24,7 +24,7 @@ from carla_bridge.embedded.signals import SignalLayout, SignalState
 from carla_bridge.embedded.traffic import EGO_OBSTACLE_ID, Obstacles, TrafficModel
 from carla_bridge.embedded.vehicle_model import bicycle_step_scalar
 from carla_bridge.embedded.walkers import SidewalkNetwork, WalkerModel
-from carla_bridge.geometry import wrap_angle
+from carla_bridge.geometry import boxes_overlap, wrap_angle
 from carla_bridge.route import DenseRoute, Route
 from carla_bridge.snapshot import ActorKind, ActorRole, Control, Pose, TrafficLightState
 
@@ -44,6 +44,8 @@ SPAWN_PROBES_PER_VEHICLE = 6  # random candidate spots examined per missing vehi
 SPAWN_PROBES_MIN = 20
 SPAWN_MATRIX_MAX = 20_000  # candidates x actors distance matrix size above which a loop is used
 SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
+CONTACT_REACH_M = 12.0  # actors whose centre is this close are checked for contact with the ego
+_SOLID = (int(ActorKind.VEHICLE), int(ActorKind.BICYCLE), int(ActorKind.STATIC))
 
 
 class World:
@@ -544,6 +546,8 @@ class World:
         x0, y0, yaw0, _v0, _ = self.ego
         vel0 = self.ego_velocity
         self.ego = bicycle_step_scalar(self.ego, control, dt, self.cfg.vehicle)
+        if self.cfg.crash_stops_ego:
+            self._contact(x0, y0, yaw0)
         x, y, yaw, _v, _ = self.ego
         self.ego_velocity = np.array([(x - x0) / dt, (y - y0) / dt])
         self.ego_accel = (self.ego_velocity - vel0) / dt
@@ -562,6 +566,47 @@ class World:
         if self.frame % self._spawn_period == 0:
             self.manage_traffic(initial=False)
             self.manage_walkers(initial=False)
+
+    def _contact(self, x0: float, y0: float, yaw0: float) -> None:
+        """A crash stops the car, and the car cannot drive through what it touches.
+
+        Without this the kinematic ego would pass through a queue or a crossing flow, and every car
+        on its way would count as one more collision; on a CARLA server the physics stops it at the
+        first. The ego's new pose is checked against the solid actors (vehicles, bicycles, statics;
+        a walker is knocked aside, as in CARLA) at their poses of the last tick: a new contact keeps
+        the pose (the collision is scored) with the speed zeroed; pushing further into an actor it
+        already touched keeps the old pose instead (blocked). Backing or steering away is free.
+        """
+        x, y, yaw, _v, steer = self.ego
+        boxes = self._solid_boxes_near(x, y)
+        if boxes is None:
+            return
+        bx, by, byaw, bhl, bhw = boxes
+        hl, hw = float(self.ego_extent[0]), float(self.ego_extent[1])
+        now = boxes_overlap(x, y, yaw, hl, hw, bx, by, byaw, bhl, bhw)
+        if not now.any():
+            return
+        before = boxes_overlap(x0, y0, yaw0, hl, hw, bx, by, byaw, bhl, bhw)
+        self.ego = (x0, y0, yaw0, 0.0, steer) if (now & before).any() else (x, y, yaw, 0.0, steer)
+
+    def _solid_boxes_near(self, x: float, y: float) -> tuple[np.ndarray, ...] | None:
+        """(x, y, yaw, half length, half width) of the solid actors within CONTACT_REACH_M, or None."""
+        t = self.traffic
+        xs, ys, yaws, ext = [t.xyz[:, 0]], [t.xyz[:, 1]], [t.yaw], [t.extent]
+        solid = [np.ones(len(t), bool)]
+        if self.scripted.actors:
+            a = self.scripted.arrays()
+            xs.append(a["xyz"][:, 0])
+            ys.append(a["xyz"][:, 1])
+            yaws.append(a["yaw"])
+            ext.append(a["extent"])
+            solid.append(np.isin(a["kind"], _SOLID))
+        bx, by = np.concatenate(xs), np.concatenate(ys)
+        near = np.concatenate(solid) & ((bx - x) ** 2 + (by - y) ** 2 < CONTACT_REACH_M**2)
+        if not near.any():
+            return None
+        e = np.concatenate(ext)[near]
+        return bx[near], by[near], np.concatenate(yaws)[near], e[:, 0], e[:, 1]
 
     def _update_route_progress(self) -> None:
         idx, lat = self._locate(self.dense, self.ego_xy, self.route_index, self.cfg.route_window_m)
