@@ -45,6 +45,7 @@ SPAWN_PROBES_MIN = 20
 SPAWN_MATRIX_MAX = 20_000  # candidates x actors distance matrix size above which a loop is used
 SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
 CONTACT_REACH_M = 12.0  # actors whose centre is this close are checked for contact with the ego
+CONTACT_MAX_VERTICAL_GAP_M = 1.0  # ... and whose box is at most this far above or below the ego's (bridges)
 _SOLID = (int(ActorKind.VEHICLE), int(ActorKind.BICYCLE), int(ActorKind.STATIC))
 
 
@@ -590,23 +591,27 @@ class World:
         self.ego = (x0, y0, yaw0, 0.0, steer) if (now & before).any() else (x, y, yaw, 0.0, steer)
 
     def _solid_boxes_near(self, x: float, y: float) -> tuple[np.ndarray, ...] | None:
-        """(x, y, yaw, half length, half width) of the solid actors within CONTACT_REACH_M, or None."""
+        """(x, y, yaw, half length, half width) of the solid actors within CONTACT_REACH_M on the ego's
+        level (not on a bridge above or a road below it), or None."""
         t = self.traffic
-        xs, ys, yaws, ext = [t.xyz[:, 0]], [t.xyz[:, 1]], [t.yaw], [t.extent]
+        xyz, yaws, ext = [t.xyz], [t.yaw], [t.extent]
         solid = [np.ones(len(t), bool)]
         if self.scripted.actors:
             a = self.scripted.arrays()
-            xs.append(a["xyz"][:, 0])
-            ys.append(a["xyz"][:, 1])
+            xyz.append(a["xyz"])
             yaws.append(a["yaw"])
             ext.append(a["extent"])
             solid.append(np.isin(a["kind"], _SOLID))
-        bx, by = np.concatenate(xs), np.concatenate(ys)
-        near = np.concatenate(solid) & ((bx - x) ** 2 + (by - y) ** 2 < CONTACT_REACH_M**2)
+        p, e = np.concatenate(xyz), np.concatenate(ext)
+        near = (
+            np.concatenate(solid)
+            & ((p[:, 0] - x) ** 2 + (p[:, 1] - y) ** 2 < CONTACT_REACH_M**2)
+            & (np.abs(p[:, 2] - self.ego_z) <= e[:, 2] + self.ego_extent[2] + CONTACT_MAX_VERTICAL_GAP_M)
+        )
         if not near.any():
             return None
-        e = np.concatenate(ext)[near]
-        return bx[near], by[near], np.concatenate(yaws)[near], e[:, 0], e[:, 1]
+        e = e[near]
+        return p[near, 0], p[near, 1], np.concatenate(yaws)[near], e[:, 0], e[:, 1]
 
     def _update_route_progress(self) -> None:
         idx, lat = self._locate(self.dense, self.ego_xy, self.route_index, self.cfg.route_window_m)
