@@ -123,6 +123,9 @@ class IterationConfig:
     train_route_ids: list[str] = field(default_factory=list)  # only these ids; empty = all
     demo_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # expert demonstrations per route
     collect_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # takeover rollouts per route
+    # Iteration k rolls out with seeds collect_seeds + (k - 1) x this: fresh traffic every iteration
+    # (with the same seeds an incumbent kept after a failed promotion would replay identical episodes).
+    collect_seed_stride: int = 1000
     use_dpo: bool = True  # false: the DAgger-only ablation
     base_run: str = ""  # reuse this run's demonstrations, v0 and v0's evaluation; "" = bootstrap here
     backend: str = EMBEDDED  # embedded | carla (leaderboard runs on a CARLA server pool)
@@ -182,6 +185,10 @@ def load_iteration_config(overrides: list[str] | None = None) -> IterationConfig
 def validate_iteration_config(config: IterationConfig, where: str = "iterate") -> None:
     if not config.train_routes:
         raise LoopError(f"{where}.train_routes is empty: name a route set (builtin:train) or a route XML")
+    if config.collect_seed_stride < 0:
+        raise LoopError(
+            f"{where}.collect_seed_stride={config.collect_seed_stride} must be >= 0 (0 = same seeds)"
+        )
     if not config.demo_seeds or not config.collect_seeds:
         raise LoopError(f"{where}.demo_seeds and {where}.collect_seeds need at least one seed each")
     if config.train_routes == config.eval.routes and not (
@@ -555,6 +562,11 @@ def _batch_kwargs(ctx: _Context) -> dict[str, Any]:
     }
 
 
+def rollout_seeds(config: IterationConfig, iteration: int) -> list[int]:
+    """The takeover-rollout seeds of iteration k >= 1: collect_seeds shifted by (k - 1) x stride."""
+    return [int(s) + (iteration - 1) * config.collect_seed_stride for s in config.collect_seeds]
+
+
 def _collect_step(ctx: _Context, iteration: int, mode: EpisodeMode, seeds: Sequence[int],
                   checkpoint: CheckpointRef | None) -> StepOutcome:  # fmt: skip
     config = ctx.config
@@ -755,7 +767,9 @@ def _improve(ctx: _Context, iteration: int) -> IterationResult:
     collect = ctx.step(
         iteration,
         Step.COLLECT_TAKEOVERS,
-        lambda: _collect_step(ctx, iteration, EpisodeMode.TAKEOVER, config.collect_seeds, incumbent),
+        lambda: _collect_step(
+            ctx, iteration, EpisodeMode.TAKEOVER, rollout_seeds(config, iteration), incumbent
+        ),
         incumbent.sha256,
     )
     no_takeovers = collect.metrics.get("takeovers", 0.0) <= 0

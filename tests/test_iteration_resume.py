@@ -41,6 +41,7 @@ class Fakes:
     takeovers: int = 4
     fail_once: set[str] = field(default_factory=set)  # step functions that raise on their first call
     calls: Counter[str] = field(default_factory=Counter)
+    seeds: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (mode, iteration) -> seeds
 
     def _maybe_fail(self, name: str) -> None:
         self.calls[name] += 1
@@ -59,6 +60,7 @@ class Fakes:
 
     def collect_episodes(self, mode, routes, seeds, store, run, iteration, **kwargs) -> it.CollectOutcome:
         self._maybe_fail(f"collect_{mode}")
+        self.seeds[(str(mode), iteration)] = list(seeds)
         n = 0 if str(mode) == "expert" else self.takeovers
         episode = EpisodeScore(1, "1000", 0, "rollout", "Completed", 50.0, 100.0, 0.5, False, 400.0, n,
                                {"stuck": n} if n else {})  # fmt: skip
@@ -249,3 +251,16 @@ def test_hooks_see_every_step_that_runs(fakes: Fakes, store: Store, config: Iter
     run_loop("h", 1, config, store, hooks=LoopHooks(run_step=run_step))
     assert seen == ["collect_demos", "bc", "evaluate", "promote",
                     "collect_takeovers", "dagger", "dpo", "evaluate", "promote"]  # fmt: skip
+
+
+def test_each_iteration_rolls_out_on_fresh_seeds(fakes: Fakes, store: Store, config: IterationConfig):
+    # given a run whose candidates are never promoted (the incumbent stays v0)
+    config = configure(config, seeds=[0, 1])
+    fakes.ds = {"bc": 50.0}
+    # when three iterations run
+    for k in range(4):
+        run_iteration("r", k, config, store)
+    # then every iteration's rollouts use other seeds (the same ones would replay identical episodes)
+    rollouts = [fakes.seeds[("takeover", k)] for k in (1, 2, 3)]
+    assert rollouts == [[0, 1], [1000, 1001], [2000, 2001]]
+    assert fakes.seeds[("expert", 0)] == [0, 1]
