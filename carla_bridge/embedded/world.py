@@ -44,7 +44,6 @@ SPAWN_PROBES_PER_VEHICLE = 6  # random candidate spots examined per missing vehi
 SPAWN_PROBES_MIN = 20
 SPAWN_MATRIX_MAX = 20_000  # candidates x actors distance matrix size above which a loop is used
 SPAWN_CACHE_MOVE_M = 10.0  # spawn candidates are re-gathered when the ego moved this far
-CONTACT_REACH_M = 12.0  # actors whose centre is this close are checked for contact with the ego
 CONTACT_MAX_VERTICAL_GAP_M = 1.0  # ... and whose box is at most this far above or below the ego's (bridges)
 _SOLID = (int(ActorKind.VEHICLE), int(ActorKind.BICYCLE), int(ActorKind.STATIC))
 
@@ -579,6 +578,8 @@ class World:
         already touched keeps the old pose instead (blocked). Backing or steering away is free.
         """
         x, y, yaw, _v, steer = self.ego
+        if x == x0 and y == y0 and yaw == yaw0:
+            return  # standing still: nothing new to touch, and nothing to stop
         boxes = self._solid_boxes_near(x, y)
         if boxes is None:
             return
@@ -591,27 +592,36 @@ class World:
         self.ego = (x0, y0, yaw0, 0.0, steer) if (now & before).any() else (x, y, yaw, 0.0, steer)
 
     def _solid_boxes_near(self, x: float, y: float) -> tuple[np.ndarray, ...] | None:
-        """(x, y, yaw, half length, half width) of the solid actors within CONTACT_REACH_M on the ego's
-        level (not on a bridge above or a road below it), or None."""
+        """(x, y, yaw, half length, half width) of the solid actors whose bounding circle meets the ego's
+        on the ego's level (not on a bridge above or a road below it), or None (the common case: a few
+        numpy calls on the traffic arrays, this runs every tick)."""
         t = self.traffic
-        xyz, yaws, ext = [t.xyz], [t.yaw], [t.extent]
-        solid = [np.ones(len(t), bool)]
+        ego_r = math.hypot(float(self.ego_extent[0]), float(self.ego_extent[1]))
+        parts: list[tuple[np.ndarray, ...]] = []
+        sources = [(t.xyz, t.yaw, t.extent, None)]
         if self.scripted.actors:
             a = self.scripted.arrays()
-            xyz.append(a["xyz"])
-            yaws.append(a["yaw"])
-            ext.append(a["extent"])
-            solid.append(np.isin(a["kind"], _SOLID))
-        p, e = np.concatenate(xyz), np.concatenate(ext)
-        near = (
-            np.concatenate(solid)
-            & ((p[:, 0] - x) ** 2 + (p[:, 1] - y) ** 2 < CONTACT_REACH_M**2)
-            & (np.abs(p[:, 2] - self.ego_z) <= e[:, 2] + self.ego_extent[2] + CONTACT_MAX_VERTICAL_GAP_M)
-        )
-        if not near.any():
+            sources.append((a["xyz"], a["yaw"], a["extent"], np.isin(a["kind"], _SOLID)))
+        for xyz, yaw, ext, solid in sources:
+            if not len(xyz):
+                continue
+            reach = ego_r + np.hypot(ext[:, 0], ext[:, 1])
+            near = (xyz[:, 0] - x) ** 2 + (xyz[:, 1] - y) ** 2 <= reach * reach
+            if solid is not None:
+                near &= solid
+            if not near.any():
+                continue
+            near &= (
+                np.abs(xyz[:, 2] - self.ego_z) <= ext[:, 2] + self.ego_extent[2] + CONTACT_MAX_VERTICAL_GAP_M
+            )
+            k = np.flatnonzero(near)
+            if len(k):
+                parts.append((xyz[k, 0], xyz[k, 1], yaw[k], ext[k, 0], ext[k, 1]))
+        if not parts:
             return None
-        e = e[near]
-        return p[near, 0], p[near, 1], np.concatenate(yaws)[near], e[:, 0], e[:, 1]
+        if len(parts) == 1:
+            return parts[0]
+        return tuple(np.concatenate(cols) for cols in zip(*parts, strict=True))
 
     def _update_route_progress(self) -> None:
         idx, lat = self._locate(self.dense, self.ego_xy, self.route_index, self.cfg.route_window_m)
