@@ -79,6 +79,9 @@ class DataConfig:
     pre_takeover_window_s: float = 3.0  # how far before a trigger a policy frame counts as pre-takeover
     # HG-DAgger aggregates only the expert's segments (0 here); > 0 adds every other visited policy frame.
     policy_weight: float = 0.0
+    # Factor on the takeover and pre-takeover frames of a trigger by its reason, e.g. {stuck: 0.0,
+    # plan_deviation: 0.5}: which interventions to imitate (a reason not named keeps 1.0).
+    reason_weights: dict[str, float] = field(default_factory=dict)
     cache_clips: int = 16  # clips kept decoded in memory per data set (and per loader worker)
     block_clips: int = 8  # clips whose frames are shuffled together; <= cache_clips keeps the cache warm
     num_workers: int = 0  # DataLoader worker processes (each reopens the store)
@@ -90,6 +93,16 @@ def validate_data_config(config: DataConfig, where: str) -> None:
             raise DatasetError(f"{where}.{name}={getattr(config, name)} must be >= 0")
     if config.pre_takeover_window_s < 0:
         raise DatasetError(f"{where}.pre_takeover_window_s must be >= 0 s")
+    from takeover.monitor import TakeoverReason  # the monitor's reason codes (imported late: heavy module)
+
+    known = {r.value for r in TakeoverReason}
+    for reason, factor in config.reason_weights.items():
+        if reason not in known:
+            raise DatasetError(
+                f"{where}.reason_weights has an unknown reason {reason!r}; use one of {', '.join(sorted(known))}"
+            )
+        if factor < 0:
+            raise DatasetError(f"{where}.reason_weights.{reason}={factor} must be >= 0")
     if config.cache_clips < 1 or config.block_clips < 1:
         raise DatasetError(f"{where}.cache_clips and {where}.block_clips must be >= 1")
     if config.num_workers < 0:
@@ -233,10 +246,28 @@ def frame_roles(
     return roles
 
 
+def trigger_of_frames(roles: np.ndarray, time_s: np.ndarray, trigger_times_s: np.ndarray) -> np.ndarray:
+    """Index of the trigger each frame belongs to (-1: none), for trigger times sorted ascending.
+
+    takeover frames belong to the latest trigger at or before them (the takeover in progress),
+    pre-takeover frames to the first trigger after them (the one they lead to).
+    """
+    out = np.full(roles.shape, -1, np.int64)
+    if not trigger_times_s.size:
+        return out
+    at_or_before = np.searchsorted(trigger_times_s, time_s + TIME_EPS_S, side="right") - 1
+    take = roles == FrameRole.TAKEOVER
+    pre = roles == FrameRole.PRE_TAKEOVER
+    out[take] = at_or_before[take]
+    out[pre] = np.minimum(at_or_before[pre] + 1, trigger_times_s.size - 1)
+    return out
+
+
 def _query_frames(
     store: Store, run: str, phases: Sequence[str], max_iteration: int | None, spec: FeatureSpec, what: str
-) -> tuple[FrameTable, dict[int, np.ndarray]]:
-    """Frames (one per episode tick) of the usable clips, and the trigger times of their episodes."""
+) -> tuple[FrameTable, dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Frames (one per episode tick) of the usable clips, and the (sorted) trigger times and reasons
+    of their episodes."""
     episodes = {"run": run, "phases": list(phases), "max_iteration": max_iteration}
     clips = store.list_clips(**episodes)
     usable = training_clips([(c.id, c.arrays) for c in clips], FRAME_SAMPLE_KEYS, spec, what)
@@ -250,11 +281,15 @@ def _query_frames(
     _, first = np.unique(key, return_index=True)
     first.sort()
     table = table.subset(first)
-    triggers: dict[int, list[float]] = {int(e): [] for e in np.unique(table.episode_id)}
+    triggers: dict[int, list[tuple[float, str]]] = {int(e): [] for e in np.unique(table.episode_id)}
     if triggers:
         for takeover in store.list_takeovers(episode_ids=list(triggers)):
-            triggers[takeover.episode_id].append(float(takeover.time_s))
-    return table, {e: np.array(t, np.float64) for e, t in triggers.items()}
+            triggers[takeover.episode_id].append((float(takeover.time_s), str(takeover.reason)))
+    out = {}
+    for e, items in triggers.items():
+        items.sort()
+        out[e] = (np.array([t for t, _ in items], np.float64), np.array([r for _, r in items], object))
+    return table, out
 
 
 def select_demo_frames(store: Store, run: str, config: DataConfig, spec: FeatureSpec) -> FrameIndex:
@@ -287,18 +322,23 @@ def select_takeover_frames(
     if not len(table):
         return FrameIndex.empty()
     roles = np.empty(len(table), np.int8)
-    for episode_id, trigger_times in triggers.items():
+    factor = np.ones(len(table), np.float32)  # reason_weights of each frame's trigger
+    for episode_id, (trigger_times, reasons) in triggers.items():
         mask = table.episode_id == episode_id
         roles[mask] = frame_roles(
             table.driver[mask], table.is_takeover[mask], table.time_s[mask], trigger_times,
             config.pre_takeover_window_s,
         )  # fmt: skip
+        if config.reason_weights and trigger_times.size:
+            k = trigger_of_frames(roles[mask], table.time_s[mask], trigger_times)
+            by_trigger = np.array([config.reason_weights.get(r, 1.0) for r in reasons], np.float32)
+            factor[mask] = np.where(k >= 0, by_trigger[np.maximum(k, 0)], 1.0)
     weight_of = {
         FrameRole.TAKEOVER: config.takeover_weight,
         FrameRole.PRE_TAKEOVER: config.pre_takeover_weight,
         FrameRole.POLICY: config.policy_weight,
     }
-    weights = np.array([weight_of[FrameRole(r)] for r in roles], np.float32)
+    weights = np.array([weight_of[FrameRole(r)] for r in roles], np.float32) * factor
     index = FrameIndex(table.clip_id, table.row, table.episode_id, table.frame, roles, weights)
     return index.subset(weights > 0)
 

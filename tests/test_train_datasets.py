@@ -38,6 +38,7 @@ from takeover.datasets import (
     select_takeover_frames,
     split_by_episode,
     subsample,
+    trigger_of_frames,
     validate_data_config,
 )
 from takeover.policy.config import PolicyConfig
@@ -192,11 +193,41 @@ def test_pair_dataset_reads_plans_from_the_db_and_controls_from_the_clip(store):
     assert len(select_pairs(store, "syn", 1, ["expert_vs_policy"], SPEC, only_iteration=True)) == 0
 
 
+def test_frames_belong_to_the_takeover_in_progress_or_the_one_they_lead_to():
+    # given triggers at 3 s and 6 s and frames of each role
+    roles = np.array([FrameRole.PRE_TAKEOVER, FrameRole.TAKEOVER, FrameRole.TAKEOVER, FrameRole.PRE_TAKEOVER,
+                      FrameRole.TAKEOVER, FrameRole.POLICY], np.int8)  # fmt: skip
+    time_s = np.array([2.5, 3.0, 4.0, 5.5, 6.5, 8.0])
+    # then takeover frames belong to the latest trigger so far, pre-takeover frames to the next one
+    assert trigger_of_frames(roles, time_s, np.array([3.0, 6.0])).tolist() == [0, 0, 0, 1, 1, -1]
+    assert trigger_of_frames(roles, time_s, np.zeros(0)).tolist() == [-1] * 6
+
+
+def test_reason_weights_scale_the_frames_of_their_takeovers(store):
+    # given the synthetic rollouts, whose takeovers are all predicted collisions
+    plain = select_takeover_frames(store, "syn", 0, DataConfig(), SPEC)
+    # when that reason is weighted 0.5, or another reason 0
+    half = select_takeover_frames(
+        store, "syn", 0, DataConfig(reason_weights={"predicted_collision": 0.5}), SPEC
+    )
+    other = select_takeover_frames(store, "syn", 0, DataConfig(reason_weights={"stuck": 0.0}), SPEC)
+    # then its takeover and pre-takeover frames count half; another reason's weight changes nothing
+    assert len(half) == len(plain) and np.allclose(half.weight, 0.5 * plain.weight)
+    assert np.array_equal(other.weight, plain.weight)
+    # and weight 0 drops them
+    none = select_takeover_frames(
+        store, "syn", 0, DataConfig(reason_weights={"predicted_collision": 0.0}), SPEC
+    )
+    assert len(none) == 0
+
+
 def test_missing_data_config_values_are_rejected():
     with pytest.raises(DatasetError, match="takeover_weight"):
         validate_data_config(DataConfig(takeover_weight=-1.0), "dagger.data")
     with pytest.raises(DatasetError, match="cache_clips"):
         validate_data_config(DataConfig(cache_clips=0), "bc.data")
+    with pytest.raises(DatasetError, match=r"unknown reason 'stuk'.*plan_deviation"):
+        validate_data_config(DataConfig(reason_weights={"stuk": 0.0}), "dagger.data")
 
 
 def test_strided_demonstration_frames_index_their_clip_rows(tmp_path):
