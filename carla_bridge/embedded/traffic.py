@@ -349,23 +349,26 @@ class TrafficModel:
         self._obstacle_cache[key] = (x, y, radius, cand)
         return cand
 
-    def _obstacle_marks(self, obs: Obstacles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Lane nodes whose footprint an off-graph obstacle covers: (nodes, obstacle index, speed along lane)."""
-        g = self.g
+    def _obstacle_candidates(self, obs: Obstacles) -> tuple[np.ndarray, np.ndarray]:
+        """(lane nodes, obstacle index) pairs near enough to each obstacle for its footprint test."""
         m = obs.xy.shape[0]
         if m == 0:
-            return None
-        pad = FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M + g.spacing_m
+            return _NO_MARKS[0], _NO_MARKS[1]
+        pad = FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M + self.g.spacing_m
         parts, owners = [], []
         for k in range(m):
             r = float(obs.half_length[k]) + float(obs.half_width[k]) + pad
             cand = self._candidates(int(obs.ids[k]), float(obs.xy[k, 0]), float(obs.xy[k, 1]), r)
             parts.append(cand)
-            owners.append(np.full(cand.shape[0], k, np.int64))
+            owners.append(self._owner_ids(k, cand.shape[0]))
         if m == 1:
-            cand, own = parts[0], owners[0]
-        else:
-            cand, own = np.concatenate(parts), np.concatenate(owners)
+            return parts[0], owners[0]
+        return np.concatenate(parts), np.concatenate(owners)
+
+    def _obstacle_marks(self, obs: Obstacles) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Lane nodes whose footprint an off-graph obstacle covers: (nodes, obstacle index, speed along lane)."""
+        g = self.g
+        cand, own = self._obstacle_candidates(obs)
         if cand.shape[0] == 0:
             return None
         d = g.xy[cand] - obs.xy[own]
@@ -428,22 +431,7 @@ class TrafficModel:
         """The compiled tick (traffic_kernel.traffic_step): same model, loops instead of array expressions."""
         g, idm, cfg = self.g, self.idm, self.cfg
         n = len(self)
-        m = obstacles.xy.shape[0]
-        pad = FOOTPRINT_HALF_WIDTH_M + MAX_SWEEP_M + g.spacing_m
-        parts, owners = [], []
-        for k in range(m):
-            r = float(obstacles.half_length[k]) + float(obstacles.half_width[k]) + pad
-            cand = self._candidates(
-                int(obstacles.ids[k]), float(obstacles.xy[k, 0]), float(obstacles.xy[k, 1]), r
-            )
-            parts.append(cand)
-            owners.append(self._owner_ids(k, cand.shape[0]))
-        if m == 0:
-            cand_nodes, cand_owner = _NO_MARKS[0], _NO_MARKS[1]
-        elif m == 1:
-            cand_nodes, cand_owner = parts[0], owners[0]
-        else:
-            cand_nodes, cand_owner = np.concatenate(parts), np.concatenate(owners)
+        cand_nodes, cand_owner = self._obstacle_candidates(obstacles)
         mark_buf = self._mark_buffer(2 * cand_nodes.shape[0])
         rand = self.rng.random((2, n))
         out_xyz = np.empty((n, 3))

@@ -45,10 +45,10 @@ def covers_lane_node(lx, ly, phi, obs_hl, obs_hw, half_spacing, footprint_hw):
     footprint_hw; for crossing lanes the footprint's width also reaches past the obstacle's ends,
     so vehicles crossing in front of a stopped car see its corners.
     """
-    c = np.abs(np.cos(phi))
-    s = np.abs(np.sin(phi))
-    along = lx * np.cos(phi) + ly * np.sin(phi)
-    across = ly * np.cos(phi) - lx * np.sin(phi)
+    cos_phi, sin_phi = np.cos(phi), np.sin(phi)
+    c, s = np.abs(cos_phi), np.abs(sin_phi)
+    along = lx * cos_phi + ly * sin_phi
+    across = ly * cos_phi - lx * sin_phi
     return (
         (np.abs(lx) <= obs_hl + half_spacing * c + footprint_hw * s)
         & (np.abs(ly) <= obs_hw + half_spacing * s + footprint_hw * c)
