@@ -350,12 +350,17 @@ def test_steps_aside_for_an_emergency_vehicle_from_behind(town04):
     assert Reason.EMERGENCY_VEHICLE in trace.reasons()
 
 
+def _oncoming_car(route, actor_id: int, s_m: float, lateral_m: float, speed_mps: float) -> Mover:
+    """A car driving against the route at `s_m`, `lateral_m` off its centre (negative: left)."""
+    x, y, yaw = point_on_route(route, s_m, lateral_m=lateral_m)
+    return Mover(ActorSpec(actor_id, ActorKind.VEHICLE, x, y, yaw + math.pi, speed_mps))
+
+
 def test_nudges_away_from_an_oncoming_car_cutting_into_the_lane(town01):
     route = lane_route(town01, *TOWN01_LANE, 200)
     expert = _expert(route, town01)
     # oncoming car 2.2 m left of the ego lane centre (4 m lane): its right side is 0.8 m inside the lane
-    x, y, yaw = point_on_route(route, 45.0, lateral_m=-2.2)
-    invader = Mover(ActorSpec(60, ActorKind.VEHICLE, x, y, yaw + math.pi, 4.0))
+    invader = _oncoming_car(route, 60, 45.0, -2.2, 4.0)
     trace = drive(expert, route, 10.0, 5.0, 4.0, [invader])
     assert not trace.collided_with
     assert max(p.lateral_offset_m for p in trace.plans) > 0.3  # planned a nudge to the right
@@ -366,8 +371,7 @@ def test_keeps_going_past_an_oncoming_car_that_passes_close_by(town01):
     route = lane_route(town01, *TOWN01_LANE, 200)
     expert = _expert(route, town01)
     # given an oncoming car whose right side is 1.2 m inside the ego's 4 m lane, driving at 8 m/s
-    x, y, yaw = point_on_route(route, 60.0, lateral_m=-1.8)
-    invader = Mover(ActorSpec(61, ActorKind.VEHICLE, x, y, yaw + math.pi, 8.0))
+    invader = _oncoming_car(route, 61, 60.0, -1.8, 8.0)
     # when the ego meets it at 6 m/s
     trace = drive(expert, route, 10.0, 6.0, 5.0, [invader])
     # then it nudges right and passes without touching it, never slowing to a crawl (stopping in
