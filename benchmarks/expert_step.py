@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         worst_cpu = max(r["cpu_median"] for r in rows)
         print(f"worst median {worst:.2f} ms wall, {worst_cpu:.2f} ms CPU (this thread's own time: the wall")
         print("figure grows when other work shares the cores, the CPU one does not)")
-        print(f"requirement <= 5 ms: {'OK' if min(worst, worst_cpu) <= 5.0 else 'TOO SLOW'}")
+        print(f"requirement <= 5 ms (judged on CPU time): {'OK' if worst_cpu <= 5.0 else 'TOO SLOW'}")
     return 0
 
 
