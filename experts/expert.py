@@ -55,6 +55,7 @@ BEHIND_WINDOW_M = 30.0  # actors this far behind the ego (along the path) are st
 MAX_PROJECT_LATERAL_M = 12.0  # and within this of the path
 EGO_PROJECT_WINDOW = 30  # path points around the tracked index used to project the ego precisely
 PLAN_MARGIN_M = 20.0  # extra path beyond the plan's reach
+ACCEL_EPS_MPS2 = 1e-6  # accelerations closer than this are the same decision
 
 
 class Reason(StrEnum):
@@ -273,6 +274,7 @@ class PDMLiteExpert:
             hz.add(lat.wait_s - ego_r.s_front, 0.0, p, reason, lat.wait_actor)
 
         a, reason, reason_actor = self._idm(v, v0, hz, reason0)
+        a_rolled = a  # what the plan's IDM roll-out reproduces; later decisions cap the plan
         if lat.yielding_to >= 0 and reason in (Reason.CRUISE, Reason.SPEED_LIMIT, Reason.CURVE):
             reason, reason_actor = Reason.EMERGENCY_VEHICLE, lat.yielding_to
         if v < cfg.idm.line_snap_speed_mps:
@@ -303,7 +305,11 @@ class PDMLiteExpert:
         throttle, brake, _ = self.longitudinal.step(v, target, a)
         control = Control(throttle=throttle, steer=steer, brake=brake)
 
-        waypoints, speeds = self._plan_waypoints(v, v0, a, hz, s_e, s_win, path_xy)
+        # A decision the IDM roll-out cannot see (the forecast check, the line snap, creeping) also
+        # shapes the plan: otherwise a waiting expert plans to drive off (a false stuck takeover, and a
+        # DAgger label that says "go" where the expert stands).
+        cap = a if a < a_rolled - ACCEL_EPS_MPS2 else None
+        waypoints, speeds = self._plan_waypoints(v, v0, a, hz, s_e, s_win, path_xy, cap, target)
         self.last_plan = ExpertPlan(
             control=control,
             waypoints=waypoints,
@@ -825,10 +831,23 @@ class PDMLiteExpert:
 
     # ------------------------------------------------------------------ plan output
     def _plan_waypoints(
-        self, v: float, v0: float, a: float, hz: _Hazards, s_e: float, s_win: np.ndarray, path_xy: np.ndarray
+        self,
+        v: float,
+        v0: float,
+        a: float,
+        hz: _Hazards,
+        s_e: float,
+        s_win: np.ndarray,
+        path_xy: np.ndarray,
+        accel_cap: float | None = None,
+        cap_speed: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Waypoints every plan_dt_s: the IDM rolled forward against the hazards (each moving at its
-        speed along the route), never faster than the tick's chosen acceleration allows."""
+        speed along the route), never faster than the tick's chosen acceleration allows.
+
+        `accel_cap` (m/s^2) is a decision the roll-out cannot reproduce (a forecast conflict, a stop
+        line, creeping): the whole plan then keeps to it, braking to a stop when it is negative (the
+        forecast check's own braking profiles), else speeding up to no more than `cap_speed`."""
         cfg = self.cfg
         idm = cfg.idm
         sub = 5  # integration sub-steps per plan step
@@ -864,7 +883,11 @@ class PDMLiteExpert:
                         )
                     )
                 acc = max(acc, -cfg.longitudinal.max_decel_mps2)
+                if accel_cap is not None:
+                    acc = min(acc, accel_cap)
                 new_v = max(vel + acc * dt, 0.0)
+                if accel_cap is not None and accel_cap >= 0.0:
+                    new_v = min(new_v, max(cap_speed, vel))
                 step = 0.5 * (vel + new_v) * dt
                 dist += step
                 if gaps is not None:
