@@ -425,6 +425,29 @@ def test_waits_at_the_junction_entry_for_crossing_traffic(town01):
     assert any(p.reason == Reason.FORECAST_COLLISION and p.reason_actor_id == 90 for p in trace.plans)
 
 
+def test_a_waiting_expert_plans_to_wait(town01):
+    # Given the ego standing 4 m before a junction entry and a car crossing its path from 20 m to the
+    # right at 8 m/s, when the expert waits for it (a forecast conflict its IDM roll-out cannot see),
+    # then its plan waits too: the plan is DAgger's label, and the stuck rule reads its speeds (a plan
+    # that drives off while the expert stands made a policy that waits look stuck)
+    route = lane_route(town01, 105.0, 59.5, 120)
+    expert = _expert(route, town01)
+    entry = float(expert.route.junctions[0][0])
+    x, y, yaw = point_on_route(route, entry + 4.0, lateral_m=20.0)
+    crosser = Mover(ActorSpec(90, ActorKind.VEHICLE, x, y, yaw - math.pi / 2, 8.0))
+    trace = drive(expert, route, entry - 4.0, 0.0, 3.0, [crosser])
+    waiting = [
+        k
+        for k, p in enumerate(trace.plans)
+        if p.reason == Reason.FORECAST_COLLISION and trace.ego[k][3] < 0.1
+    ]
+    assert len(waiting) >= 10
+    for k in waiting:
+        plan = trace.plans[k]
+        assert plan.target_speeds.max() < 0.1
+        assert np.hypot(*(plan.waypoints[-1] - trace.ego[k][:2])) < 0.5
+
+
 def test_planning_before_reset_is_one_clear_error():
     with pytest.raises(ExpertError, match=r"reset\(route, cmap\)"):
         PDMLiteExpert(ExpertConfig()).plan(snapshot(0.0, 0.0, 0.0, 0.0))
