@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from carla_bridge.geometry import boxes_overlap
+from carla_bridge.route import Route
 from carla_bridge.snapshot import (
     ActorKind,
     ActorRole,
@@ -408,14 +409,19 @@ def test_traffic_on_another_level_is_ignored(town04):
     assert not trace.reasons() & {Reason.LEADING_VEHICLE, Reason.FORECAST_COLLISION, Reason.OBSTACLE}
 
 
-def test_waits_at_the_junction_entry_for_crossing_traffic(town01):
-    # heading east from (105, 59.5) the lane crosses a four-way junction straight about 40 m on; a car
-    # crosses the ego's path 4 m inside the junction, coming from 30 m to the right at 8 m/s
+def _junction_crossing(town01: carla.Map, from_right_m: float) -> tuple[Route, PDMLiteExpert, float, Mover]:
+    """Heading east from (105, 59.5) the lane crosses a four-way junction straight about 40 m on; a car
+    (id 90) crosses the ego's path 4 m inside the junction at 8 m/s, starting `from_right_m` to the
+    right. Returns the route, the expert, the junction entry's arc length and the car."""
     route = lane_route(town01, 105.0, 59.5, 120)
     expert = _expert(route, town01)
     entry = float(expert.route.junctions[0][0])
-    x, y, yaw = point_on_route(route, entry + 4.0, lateral_m=30.0)
-    crosser = Mover(ActorSpec(90, ActorKind.VEHICLE, x, y, yaw - math.pi / 2, 8.0))
+    x, y, yaw = point_on_route(route, entry + 4.0, lateral_m=from_right_m)
+    return route, expert, entry, Mover(ActorSpec(90, ActorKind.VEHICLE, x, y, yaw - math.pi / 2, 8.0))
+
+
+def test_waits_at_the_junction_entry_for_crossing_traffic(town01):
+    route, expert, entry, crosser = _junction_crossing(town01, 30.0)
     trace = drive(expert, route, entry - 22.0, 6.0, 12.0, [crosser])
     assert not trace.collided_with
     fronts = [_route_frame(route, e[0], e[1])[0] + EGO_EXTENT[0] for e in trace.ego]
@@ -430,11 +436,7 @@ def test_a_waiting_expert_plans_to_wait(town01):
     # right at 8 m/s, when the expert waits for it (a forecast conflict its IDM roll-out cannot see),
     # then its plan waits too: the plan is DAgger's label, and the stuck rule reads its speeds (a plan
     # that drives off while the expert stands made a policy that waits look stuck)
-    route = lane_route(town01, 105.0, 59.5, 120)
-    expert = _expert(route, town01)
-    entry = float(expert.route.junctions[0][0])
-    x, y, yaw = point_on_route(route, entry + 4.0, lateral_m=20.0)
-    crosser = Mover(ActorSpec(90, ActorKind.VEHICLE, x, y, yaw - math.pi / 2, 8.0))
+    route, expert, entry, crosser = _junction_crossing(town01, 20.0)
     trace = drive(expert, route, entry - 4.0, 0.0, 3.0, [crosser])
     waiting = [
         k
