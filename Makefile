@@ -18,16 +18,17 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
-demo: $(STAMP)
-	@mkdir -p "$(PREFECT_HOME)"
+# A fresh clone has no runs/: Prefect warns when it cannot create its home there.
+$(PREFECT_HOME):
+	mkdir -p "$@"
+
+demo: $(STAMP) | $(PREFECT_HOME)
 	$(BIN)/takeover demo
 
-test: $(STAMP)
-	@mkdir -p "$(PREFECT_HOME)"
+test: $(STAMP) | $(PREFECT_HOME)
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
-	@mkdir -p "$(PREFECT_HOME)"
+test-fast: $(STAMP) | $(PREFECT_HOME)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
