@@ -839,8 +839,8 @@ class PDMLiteExpert:
         s_e: float,
         s_win: np.ndarray,
         path_xy: np.ndarray,
-        accel_cap: float | None = None,
-        cap_speed: float = 0.0,
+        accel_cap: float | None,
+        cap_speed: float,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Waypoints every plan_dt_s: the IDM rolled forward against the hazards (each moving at its
         speed along the route), never faster than the tick's chosen acceleration allows.
