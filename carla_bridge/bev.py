@@ -54,6 +54,9 @@ CH_TL_RED = "tl_red"  # stop lines of lights in that state
 CH_TL_YELLOW = "tl_yellow"
 CH_TL_GREEN = "tl_green"
 CH_STOP_SIGNS = "stop_signs"  # stop lines of stop signs
+# Where moving actors will be over the next `motion_horizon_s` at constant velocity: the swept box. A single
+# raster shows no motion otherwise, so a policy could not tell a car crossing the junction from a parked one.
+CH_ACTOR_MOTION = "actor_motion"
 CH_EGO = "ego"  # the ego's own box
 CH_EGO_HISTORY = "ego_history"  # the ego's past positions, when given
 
@@ -69,6 +72,7 @@ ALL_CHANNELS: tuple[str, ...] = (
     CH_TL_YELLOW,
     CH_TL_GREEN,
     CH_STOP_SIGNS,
+    CH_ACTOR_MOTION,
     CH_EGO,
     CH_EGO_HISTORY,
 )
@@ -86,7 +90,8 @@ _LIGHT_CHANNEL = {
 }
 # The model input: everything but the ego's own box (constant) and its history (history invites the
 # "copycat" shortcut of behaviour cloning, where the policy extrapolates its past instead of reading the scene).
-DEFAULT_POLICY_CHANNELS: tuple[str, ...] = ALL_CHANNELS[:11]
+DEFAULT_POLICY_CHANNELS: tuple[str, ...] = tuple(c for c in ALL_CHANNELS if c not in (CH_EGO, CH_EGO_HISTORY))
+_MOVING_KINDS = (ActorKind.VEHICLE, ActorKind.WALKER, ActorKind.BICYCLE)
 
 _SHIFT_BITS = 4  # sub-pixel precision of OpenCV drawing: coordinates in 1/16 px
 _SHIFT_SCALE = float(1 << _SHIFT_BITS)
@@ -108,6 +113,8 @@ class BevConfig:
     route_width_m: float = 1.5  # thickness of the route polyline
     stop_line_thickness_m: float = 1.0
     ego_history_width_m: float = 1.0
+    motion_horizon_s: float = 1.0  # actor_motion: the box is swept along its velocity over this time ...
+    motion_min_speed_mps: float = 0.5  # ... for actors moving at least this fast
     lane_sample_step_m: float = 1.0  # spacing of lane samples when the map tile is built
     map_margin_m: float = 20.0  # empty border around the map's lanes in the tile
     broken_marking_value: int = 128  # intensity of broken / dotted markings (solid ones are 255)
@@ -153,7 +160,15 @@ def validate_bev_config(config: BevConfig) -> None:
         raise BevError(f"bev.interpolation={config.interpolation!r}; use one of {sorted(_INTERPOLATIONS)}")
     if not 0 <= config.broken_marking_value <= _FULL:
         raise BevError(f"bev.broken_marking_value={config.broken_marking_value} must be in 0..255")
-    for name in ("route_ahead_m", "route_width_m", "stop_line_thickness_m", "lane_sample_step_m"):
+    if config.motion_min_speed_mps < 0:
+        raise BevError(f"bev.motion_min_speed_mps={config.motion_min_speed_mps} must be >= 0")
+    for name in (
+        "route_ahead_m",
+        "route_width_m",
+        "stop_line_thickness_m",
+        "lane_sample_step_m",
+        "motion_horizon_s",
+    ):
         if getattr(config, name) <= 0:
             raise BevError(f"bev.{name}={getattr(config, name)} must be > 0")
 
@@ -295,6 +310,7 @@ _RENDER_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     (CH_TL_YELLOW, (255, 220, 0)),
     (CH_TL_RED, (255, 0, 0)),
     (CH_STATIC, (255, 140, 0)),
+    (CH_ACTOR_MOTION, (0, 70, 130)),
     (CH_VEHICLES, (0, 140, 255)),
     (CH_BICYCLES, (0, 230, 230)),
     (CH_WALKERS, (230, 0, 230)),
@@ -471,6 +487,30 @@ class BevRasterizer:
                 actors.extent[sel, 0],
                 actors.extent[sel, 1],
             )
+        if CH_ACTOR_MOTION in self.index:
+            self._draw_motion(raster[self.index[CH_ACTOR_MOTION]], a, snapshot, near)
+
+    def _draw_motion(
+        self, channel: np.ndarray, a: np.ndarray, snapshot: WorldSnapshot, near: np.ndarray
+    ) -> None:
+        """Swept boxes of moving actors: each box from its pose now to its pose after `motion_horizon_s`
+        at constant velocity, x(t) = x0 + v t, drawn as one box whose length grows by |v| tau."""
+        actors = snapshot.actors
+        speed = np.hypot(actors.velocity[:, 0], actors.velocity[:, 1])
+        sel = near & np.isin(actors.kind, [int(k) for k in _MOVING_KINDS])
+        sel &= speed >= max(self.config.motion_min_speed_mps, 1e-6)
+        if not sel.any():
+            return
+        v = actors.velocity[sel, :2]
+        half_sweep = 0.5 * self.config.motion_horizon_s * speed[sel]
+        centre = actors.xyz[sel, :2] + 0.5 * self.config.motion_horizon_s * v
+        heading = np.arctan2(v[:, 1], v[:, 0])
+        # The actor's box measured along its motion (a walker may move sideways to its yaw).
+        rel = actors.yaw[sel] - heading
+        hl, hw = actors.extent[sel, 0], actors.extent[sel, 1]
+        along = np.abs(np.cos(rel)) * hl + np.abs(np.sin(rel)) * hw
+        across = np.abs(np.sin(rel)) * hl + np.abs(np.cos(rel)) * hw
+        self._fill_boxes(channel, a, centre, heading, along + half_sweep, across)
 
     def _draw_route(self, channel: np.ndarray, a: np.ndarray, dense: DenseRoute, index: int) -> None:
         start = int(np.clip(index, 0, len(dense) - 1))

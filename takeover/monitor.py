@@ -6,7 +6,10 @@ control to the expert when one of these conditions holds (`TakeoverReason`, in p
 
 - predicted_collision: the policy's planned trajectory, swept with the ego box over time, overlaps
   the forecast of another actor (expert forecast models: kinematic bicycle for vehicles, constant
-  velocity for walkers) sooner than `collision_ttc_s`;
+  velocity for walkers) sooner than `collision_ttc_s`, while the expert's plan, checked the same way,
+  stays clear at least `collision_expert_margin_s` longer (a collision the expert cannot avoid either
+  is no reason to hand it the wheel, and no lesson for the policy: the same test as the red_light
+  rule's "while the expert's plan stops before that line");
 - red_light: the policy's plan crosses the stop line of a red or yellow light within
   `red_light_max_time_s` while the expert's plan stops before that line;
 - stop_sign: the same for the stop line of a stop sign (the expert's plan crosses it only once it
@@ -97,6 +100,8 @@ class MonitorConfig:
     collision_margin_long_m: float = 0.3  # added to the ego's half length in the check
     collision_margin_lat_m: float = 0.1  # added to the ego's half width in the check
     collision_ignore_behind: bool = True  # actors whose centre is behind the ego's rear are not checked
+    # ... and only if the expert's plan overlaps no actor for at least this much longer, s
+    collision_expert_margin_s: float = 0.5
     actor_throttle_accel_mps2: float = 3.5  # forecast acceleration of a vehicle at full throttle
     actor_brake_decel_mps2: float = 8.0  # forecast deceleration of a vehicle at full brake
     actor_max_accel_mps2: float = 1.5  # forecasts never accelerate faster than this
@@ -149,7 +154,7 @@ def validate_monitor_config(config: MonitorConfig) -> None:
         if getattr(config, name) <= 0:
             raise MonitorError(f"monitor.{name}={getattr(config, name)} must be > 0")
     non_negative = (
-        "collision_margin_long_m", "collision_margin_lat_m", "red_light_max_time_s", "stop_sign_max_time_s",
+        "collision_margin_long_m", "collision_margin_lat_m", "collision_expert_margin_s", "red_light_max_time_s", "stop_sign_max_time_s",
         "off_route_distance_m", "off_lane_margin_m", "off_route_min_s", "stuck_speed_mps",
         "stuck_expert_speed_mps", "stuck_time_s", "deviation_ade_m", "deviation_fde_m", "deviation_min_s",
         "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "walker_min_speed_mps", "expert_blend_m",
@@ -462,12 +467,18 @@ class TakeoverMonitor:
 
         met = dict.fromkeys(TakeoverReason, False)
 
-        ttc = self._time_to_collision(snapshot, policy, ego_xy)
+        ttc, expert_plan_ttc = self._times_to_collision(
+            snapshot, ((p_times, policy.xy_world), (e_times, expert.waypoints)), ego_xy
+        )
         if math.isfinite(ttc):
             severity["ttc_s"] = ttc
+        if math.isfinite(expert_plan_ttc):
+            severity["expert_plan_ttc_s"] = expert_plan_ttc
         if math.isfinite(expert.hazard.time_to_collision_s):
             severity["expert_ttc_s"] = float(expert.hazard.time_to_collision_s)
-        met[TakeoverReason.PREDICTED_COLLISION] = ttc < cfg.collision_ttc_s
+        # A collision counts against the policy only where the expert's plan avoids it (or meets it later).
+        avoidable = expert_plan_ttc > ttc + cfg.collision_expert_margin_s
+        met[TakeoverReason.PREDICTED_COLLISION] = ttc < cfg.collision_ttc_s and avoidable
 
         # Front-bumper paths of both plans, starting at the ego's bumper now.
         p_path = np.vstack([ego_xy[None], np.asarray(policy.xy_world, dtype=float)[:, :2]])
@@ -512,7 +523,7 @@ class TakeoverMonitor:
         causes = tuple(
             reason
             for reason, time_s in (
-                (TakeoverReason.PREDICTED_COLLISION, ttc),
+                (TakeoverReason.PREDICTED_COLLISION, ttc if avoidable else math.inf),
                 (TakeoverReason.RED_LIGHT, t_red),
                 (TakeoverReason.STOP_SIGN, t_stop),
             )
@@ -520,11 +531,16 @@ class TakeoverMonitor:
         )
         return _Checks(met, severity, ade, fde, causes)
 
-    def _time_to_collision(self, snapshot: WorldSnapshot, policy: PolicyPlan, ego_xy: np.ndarray) -> float:
+    def _times_to_collision(
+        self, snapshot: WorldSnapshot, plans: tuple[tuple[np.ndarray, np.ndarray], ...], ego_xy: np.ndarray
+    ) -> tuple[float, ...]:
+        """First overlap time of each plan (waypoint times, world xy) with the forecast actors, inf if none;
+        the actors are forecast once, over the longest plan (at least `collision_ttc_s`)."""
         cfg = self.config
         actors = snapshot.actors
+        never = tuple(math.inf for _ in plans)
         if not len(actors):
-            return math.inf
+            return never
         pose = snapshot.ego.pose
         d = actors.xyz[:, :2] - ego_xy
         near = (d[:, 0] ** 2 + d[:, 1] ** 2) < cfg.collision_radius_m**2
@@ -533,19 +549,25 @@ class TakeoverMonitor:
             near &= forward > -float(snapshot.ego.extent[0])
         rows = np.flatnonzero(near)
         if not len(rows):
-            return math.inf
-        horizon = max(float(np.max(policy.times_s)) if len(policy.times_s) else 0.0, cfg.collision_ttc_s)
-        steps = math.floor(horizon / cfg.collision_dt_s + TIME_EPS_S) + 1
-        times = cfg.collision_dt_s * np.arange(steps)
-        ego_path = plan_positions(policy.times_s, policy.xy_world, ego_xy, times)
-        ego_yaw = path_headings(ego_path, pose.yaw)
-        ax, ay, ayaw = forecast_actor_boxes(actors, rows, cfg.collision_dt_s, steps, cfg)
+            return never
+        # Each plan is checked over its own horizon (at least collision_ttc_s, holding its last waypoint).
+        horizons = [max(cfg.collision_ttc_s, float(np.max(t, initial=0.0))) for t, _ in plans]
+        counts = [math.floor(h / cfg.collision_dt_s + TIME_EPS_S) + 1 for h in horizons]
+        times = cfg.collision_dt_s * np.arange(max(counts))
+        ax, ay, ayaw = forecast_actor_boxes(actors, rows, cfg.collision_dt_s, len(times), cfg)
         half = (
             float(snapshot.ego.extent[0]) + cfg.collision_margin_long_m,
             float(snapshot.ego.extent[1]) + cfg.collision_margin_lat_m,
         )
-        ttc, _ = first_overlap_time(times, ego_path, ego_yaw, half, ax, ay, ayaw, actors.extent[rows, :2])
-        return ttc
+        out = []
+        for (plan_times, plan_xy), n in zip(plans, counts, strict=True):
+            path = plan_positions(plan_times, np.asarray(plan_xy, dtype=float), ego_xy, times[:n])
+            yaw = path_headings(path, pose.yaw)
+            ttc, _ = first_overlap_time(
+                times[:n], path, yaw, half, ax[:, :n], ay[:, :n], ayaw[:, :n], actors.extent[rows, :2]
+            )
+            out.append(ttc)
+        return tuple(out)
 
     def _expert_route_offset(self, snapshot: WorldSnapshot, expert: ExpertPlan) -> float:
         """How far from the route the expert means to drive (passing an obstacle, yielding), m: the

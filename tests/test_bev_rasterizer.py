@@ -187,6 +187,34 @@ def test_far_actors_are_not_drawn(rasterizer: BevRasterizer):
     assert not channel(rasterizer, raster, "vehicles").any()
 
 
+@pytest.mark.parametrize(("heading", "walker_sideways"), [(0.0, False), (math.pi / 2, False), (0.0, True)])
+def test_motion_channel_sweeps_moving_actors_along_their_velocity(
+    rasterizer: BevRasterizer, heading: float, walker_sideways: bool
+):
+    # Given a vehicle moving at 8 m/s (or a walker stepping sideways to its yaw) and a parked vehicle
+    pose = Pose(50.0, LANE_Y, 0.0, 0.0)
+    kind = ActorKind.WALKER if walker_sideways else ActorKind.VEHICLE
+    actors = actors_at([(60.0, LANE_Y), (75.0, LANE_Y)], [heading - walker_sideways * math.pi / 2, 0.0],
+                       [kind, ActorKind.VEHICLE])  # fmt: skip
+    speed = 8.0
+    actors.velocity[0] = speed * np.array([math.cos(heading), math.sin(heading)])
+    actors.speed[0] = speed
+    # When rasterised (motion horizon 1 s)
+    motion = channel(rasterizer, rasterizer.rasterize(snapshot(pose, actors)), "actor_motion") > 0
+    # Then the moving box is swept from where it is to where it will be in 1 s, and nothing else is drawn
+    tau = rasterizer.config.motion_horizon_s
+    end = np.array([60.0, LANE_Y]) + speed * tau * np.array([math.cos(heading), math.sin(heading)])
+    centre = 0.5 * (np.array([60.0, LANE_Y]) + end)
+    u_exp, v_exp = rasterizer.ego_to_pixel(world_to_ego(centre, pose))
+    u, v = filled_centroid(motion)
+    assert abs(u - u_exp) < 0.6 and abs(v - v_exp) < 0.6
+    along, across = (EXTENT[1], EXTENT[0]) if walker_sideways else (EXTENT[0], EXTENT[1])
+    area_px = (2 * along + speed * tau) * (2 * across) / rasterizer.res**2
+    assert 0.8 * area_px < np.count_nonzero(motion) < 1.3 * area_px
+    parked_u, parked_v = rasterizer.ego_to_pixel(world_to_ego(np.array([75.0, LANE_Y]), pose))
+    assert not motion[round(parked_v), round(parked_u)]
+
+
 def test_route_channel_shows_the_route_ahead_only(rasterizer: BevRasterizer):
     # Given the ego on the route at dense index 50 (x = 50 m)
     pose = Pose(50.0, LANE_Y, 0.0, 0.0)
@@ -303,6 +331,8 @@ def test_raster_shape_dtype_and_channel_subset(tiny_map: carla.Map):
         ({"ego_forward_offset_m": 40.0}, "outside"),
         ({"interpolation": "cubic"}, "interpolation"),
         ({"route_width_m": 0.0}, "route_width_m"),
+        ({"motion_horizon_s": 0.0}, "motion_horizon_s"),
+        ({"motion_min_speed_mps": -1.0}, "motion_min_speed_mps"),
     ],
 )
 def test_bad_config_is_one_clear_error(tiny_map: carla.Map, change: dict, needle: str):

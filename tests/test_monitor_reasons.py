@@ -119,6 +119,21 @@ def test_predicted_collision_when_the_plan_runs_into_a_standing_car(monitor: Tak
     assert decision.triggered is TakeoverReason.PREDICTED_COLLISION
     assert decision.driver is Driver.EXPERT
     assert decision.severity["ttc_s"] == pytest.approx(1.3, abs=0.051)
+    assert "expert_plan_ttc_s" not in decision.severity  # the expert's plan stops short of the car
+
+
+def test_no_takeover_for_a_collision_the_expert_cannot_avoid_either(monitor: TakeoverMonitor) -> None:
+    # Given a car standing 8 m ahead: the policy's 8 m/s plan and the expert's full-brake plan both reach it
+    car = ActorSpec(7, ActorKind.VEHICLE, X0 + 8.0, Y0, control=(0.0, 0.0, 1.0))
+    snap = at(0.0, actors=[car])
+    braking = stopping_xy(X0, Y0, X0 + 6.0, 8.0)  # stands 6 m on: its bumper is past the car's tail
+    decision = monitor.update(snap, policy_plan(snap, plan_xy(X0, Y0, 8.0)), expert_plan(braking, 0.0))
+    # Then the overlap is measured for both plans, less than the margin apart, and the policy keeps driving
+    ttc, expert_ttc = decision.severity["ttc_s"], decision.severity["expert_plan_ttc_s"]
+    assert ttc < MonitorConfig().collision_ttc_s
+    assert expert_ttc <= ttc + MonitorConfig().collision_expert_margin_s
+    assert TakeoverReason.PREDICTED_COLLISION not in decision.active
+    assert decision.driver is Driver.POLICY
 
 
 def test_cars_beside_or_behind_the_plan_are_no_collision(monitor: TakeoverMonitor) -> None:
