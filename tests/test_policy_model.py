@@ -186,6 +186,21 @@ def test_act_returns_a_valid_control_and_a_world_plan(policy: HybridPolicy, rout
     assert policy.run_step(snap) == control
 
 
+def test_the_opt_in_motion_channel_feeds_the_network(route: Route, town01: carla.Map):
+    # Given the default channels plus actor_motion
+    config = load_policy_config(
+        ["bev.channels=" + "[" + ",".join(PolicyConfig().bev.channels) + ",actor_motion]"]
+    )
+    p = HybridPolicy(config)
+    p.reset(route, town01)
+    # When it acts on a snapshot
+    snap = snapshot_on(route, 20, speed=4.0)
+    control, plan = p.act(snap)
+    # Then its input has one channel more than the default and it drives like the default policy does
+    assert p.features(snap).bev.shape[0] == len(PolicyConfig().bev.channels) + 1
+    assert plan.xy_world.shape == (K, 2) and math.isfinite(control.steer)
+
+
 def test_features_before_reset_is_a_clear_error(route: Route):
     with pytest.raises(PolicyStateError, match="reset"):
         HybridPolicy(PolicyConfig()).act(snapshot_on(route, 10))
