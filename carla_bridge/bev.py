@@ -90,7 +90,7 @@ _LIGHT_CHANNEL = {
 }
 # The model input: everything but the ego's own box (constant) and its history (history invites the
 # "copycat" shortcut of behaviour cloning, where the policy extrapolates its past instead of reading the scene).
-# actor_motion is opt-in: in two 3-iteration runs per arm it did not beat the channel set without it (README).
+# actor_motion is opt-in: in 3-iteration DAgger + DPO runs it did not beat the channel set without it (README).
 DEFAULT_POLICY_CHANNELS: tuple[str, ...] = tuple(
     c for c in ALL_CHANNELS if c not in (CH_ACTOR_MOTION, CH_EGO, CH_EGO_HISTORY)
 )
