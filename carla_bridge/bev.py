@@ -95,6 +95,7 @@ DEFAULT_POLICY_CHANNELS: tuple[str, ...] = tuple(
     c for c in ALL_CHANNELS if c not in (CH_ACTOR_MOTION, CH_EGO, CH_EGO_HISTORY)
 )
 _MOVING_KINDS = (ActorKind.VEHICLE, ActorKind.WALKER, ActorKind.BICYCLE)
+_STANDING_MPS = 1e-6  # actor_motion never draws an actor slower than this, even at motion_min_speed_mps = 0
 
 _SHIFT_BITS = 4  # sub-pixel precision of OpenCV drawing: coordinates in 1/16 px
 _SHIFT_SCALE = float(1 << _SHIFT_BITS)
@@ -501,7 +502,7 @@ class BevRasterizer:
         actors = snapshot.actors
         speed = np.hypot(actors.velocity[:, 0], actors.velocity[:, 1])
         sel = near & np.isin(actors.kind, [int(k) for k in _MOVING_KINDS])
-        sel &= speed >= max(self.config.motion_min_speed_mps, 1e-6)
+        sel &= speed >= max(self.config.motion_min_speed_mps, _STANDING_MPS)
         if not sel.any():
             return
         v = actors.velocity[sel, :2]

@@ -154,7 +154,8 @@ def validate_monitor_config(config: MonitorConfig) -> None:
         if getattr(config, name) <= 0:
             raise MonitorError(f"monitor.{name}={getattr(config, name)} must be > 0")
     non_negative = (
-        "collision_margin_long_m", "collision_margin_lat_m", "collision_expert_margin_s", "red_light_max_time_s", "stop_sign_max_time_s",
+        "collision_margin_long_m", "collision_margin_lat_m", "collision_expert_margin_s",
+        "red_light_max_time_s", "stop_sign_max_time_s",
         "off_route_distance_m", "off_lane_margin_m", "off_route_min_s", "stuck_speed_mps",
         "stuck_expert_speed_mps", "stuck_time_s", "deviation_ade_m", "deviation_fde_m", "deviation_min_s",
         "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "walker_min_speed_mps", "expert_blend_m",
