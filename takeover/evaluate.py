@@ -5,7 +5,11 @@ A checkpoint drives every route x seed twice (seeds are the leaderboard's repeti
       driving score DS_i = RC_i * IP_i (route completion x infraction penalty), success;
       DS = (1/N) sum_i DS_i over the N route x seed episodes, RC and IP likewise, SR = successes / N;
   with takeovers enabled (mode "takeover", phase `eval_takeover`): the shadow expert takes over
-      when the monitor says so; disengagements per km = sum_i takeovers_i / (sum_i distance_i / 1000 m).
+      when the monitor says so; disengagements per km = sum_i takeovers_i / (sum_i distance_i / 1000 m),
+      expert share = sum_i expert_s_i / sum_i duration_i (simulated time from each takeover to its
+      hand-back, or to the end), and the share of episodes without a takeover. On short one-scenario
+      routes one takeover per episode puts a floor under disengagements/km; the expert share shows
+      how much of the driving the expert still does.
 Both kinds of episodes are stored (Store.ingest_episode). Episodes already stored under the same
 natural key are read back instead of driven again, so an evaluation that stopped half-way resumes;
 the result is always built from the database rows, whichever way they got there.
@@ -280,6 +284,8 @@ class EpisodeScore:
     takeovers: int
     takeovers_by_reason: dict[str, int] = field(default_factory=dict)
     scenario_type: str = "none"
+    duration_s: float = 0.0  # simulated seconds
+    expert_s: float = 0.0  # simulated seconds the shadow expert had the wheel (takeover to hand-back)
 
 
 def _sha_filter(stmt: Any, checkpoint_sha256: str | None) -> Any:
@@ -313,6 +319,7 @@ def stored_episodes(
             Episode.infraction_penalty,
             Episode.success,
             Episode.distance_m,
+            Episode.duration_s,
             Episode.n_takeovers,
         )
         .join(RouteRow, RouteRow.id == Episode.route_pk)
@@ -334,6 +341,7 @@ def stored_episodes(
         rows = session.execute(stmt).all()
         ids = [int(r.id) for r in rows]
         reasons: dict[int, dict[str, int]] = {i: {} for i in ids}
+        spans: Sequence[Any] = ()
         if ids:
             counts = session.execute(
                 select(Takeover.episode_id, Takeover.reason, func.count())
@@ -342,6 +350,17 @@ def stored_episodes(
             )
             for episode_id, reason, count in counts:
                 reasons[int(episode_id)][str(reason)] = int(count)
+            spans = session.execute(
+                select(Takeover.episode_id, Takeover.time_s, Takeover.handback_time_s).where(
+                    Takeover.episode_id.in_(ids)
+                )
+            ).all()
+    duration = {int(r.id): float(r.duration_s or 0.0) for r in rows}
+    expert_s = dict.fromkeys(ids, 0.0)
+    for episode_id, start_s, end_s in spans:
+        # a takeover never handed back lasts until the episode ends
+        end = duration[int(episode_id)] if end_s is None else float(end_s)
+        expert_s[int(episode_id)] += max(0.0, end - float(start_s))
     return [
         EpisodeScore(
             episode_id=int(r.id),
@@ -357,6 +376,8 @@ def stored_episodes(
             takeovers=int(r.n_takeovers),
             takeovers_by_reason=dict(sorted(reasons[int(r.id)].items())),
             scenario_type=str(r.scenario_type),
+            duration_s=duration[int(r.id)],
+            expert_s=expert_s[int(r.id)],
         )
         for r in rows
     ]
@@ -700,6 +721,17 @@ class EvalResult:
         )
 
     @property
+    def expert_share(self) -> float | None:
+        """sum_i expert_s_i / sum_i duration_s_i: the share of the driving (with takeovers) the expert did."""
+        total_s = sum(e.duration_s for e in self.takeover_episodes)
+        return sum(e.expert_s for e in self.takeover_episodes) / total_s if total_s > 0 else None
+
+    @property
+    def takeover_free_share(self) -> float | None:
+        """The share of episodes with takeovers enabled that the policy drove without one."""
+        return mean([float(e.takeovers == 0) for e in self.takeover_episodes])
+
+    @property
     def takeovers_by_reason(self) -> dict[str, int]:
         total: Counter[str] = Counter()
         for e in self.takeover_episodes:
@@ -741,6 +773,8 @@ class EvalResult:
             "disengagements": self.disengagements,
             "disengagements_per_km": self.disengagements_per_km,
             "takeover_distance_km": self.takeover_distance_km if self.takeover_episodes else None,
+            "expert_share": self.expert_share,
+            "takeover_free_share": self.takeover_free_share,
             "episodes": len(self.episodes),
             "takeover_episodes": len(self.takeover_episodes),
             "failed_episodes": len(self.failures),

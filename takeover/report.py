@@ -4,7 +4,8 @@ the plot of driving score and disengagement rate per iteration, and markdown for
 Before/after compares v0 with the final incumbent (the last promoted checkpoint):
     DS change  = 100 (DS_final - DS_v0) / DS_v0                    (percent, relative to v0)
     DPK ratio  = DPK_final / DPK_v0                                 (0.5 = disengagements per km halved)
-where DS is the mean driving score and DPK the disengagements per km on the held-out routes.
+where DS is the mean driving score and DPK the disengagements per km on the held-out routes; beside
+them the expert's share of the driving time and the share of episodes without a takeover.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return MISSING if value is None else format(value, spec)
 
 
+def _percent(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
+def _pct(share: float | None) -> str:
+    return _fmt(_percent(share), ".0f")
+
+
 @dataclass(frozen=True)
 class IterationRow:
     """One line of the per-iteration table."""
@@ -46,6 +55,7 @@ class IterationRow:
     infraction_penalty: float | None
     success_rate: float | None
     disengagements_per_km: float | None
+    expert_share: float | None  # of the driving time with takeovers enabled
     promoted: bool
     incumbent_driving_score: float | None  # the incumbent after the iteration
     incumbent_disengagements_per_km: float | None
@@ -69,6 +79,7 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
                 infraction_penalty=ev.infraction_penalty if ev else None,
                 success_rate=ev.success_rate if ev else None,
                 disengagements_per_km=ev.disengagements_per_km if ev else None,
+                expert_share=ev.expert_share if ev else None,
                 promoted=result.promoted,
                 incumbent_driving_score=incumbent_eval.driving_score if incumbent_eval else None,
                 incumbent_disengagements_per_km=incumbent_eval.disengagements_per_km
@@ -83,15 +94,15 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
 def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
     dpo = "DAgger + DPO" if loop.final.use_dpo else "DAgger only"
     table = Table(title=title or f"run {loop.run} ({dpo}): candidate on the held-out routes per iteration")
-    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km", "promoted",
-                   "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
+    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km", "expert %",
+                   "promoted", "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
         table.add_column(column, overflow="fold")
     for row in iteration_rows(loop):
         table.add_row(
             str(row.iteration), row.candidate, _fmt(row.collected_takeovers_per_km, ".2f"),
             _fmt(row.driving_score), _fmt(row.route_completion), _fmt(row.infraction_penalty, ".3f"),
-            _fmt(None if row.success_rate is None else 100.0 * row.success_rate, ".0f"),
-            _fmt(row.disengagements_per_km, ".2f"), "yes" if row.promoted else "no",
+            _pct(row.success_rate),
+            _fmt(row.disengagements_per_km, ".2f"), _pct(row.expert_share), "yes" if row.promoted else "no",
             _fmt(row.incumbent_driving_score), _fmt(row.incumbent_disengagements_per_km, ".2f"), row.note,
         )  # fmt: skip
     return table
@@ -145,7 +156,10 @@ def before_after_table(loop: LoopResult) -> Table:
         ("infraction penalty", ba.v0.infraction_penalty, ba.final.infraction_penalty, ".3f"),
         ("success rate", ba.v0.success_rate, ba.final.success_rate, ".2f"),
         ("disengagements / km", ba.v0.disengagements_per_km, ba.final.disengagements_per_km, ".2f"),
-    ]
+        ("expert share of driving %", _percent(ba.v0.expert_share), _percent(ba.final.expert_share), ".1f"),
+        ("episodes without takeover %", _percent(ba.v0.takeover_free_share), _percent(ba.final.takeover_free_share),
+         ".1f"),
+    ]  # fmt: skip
     for name, before, after, spec in pairs:
         change = MISSING
         if name == "driving score" and ba.ds_change_pct is not None:
@@ -202,7 +216,7 @@ def eval_table(result: EvalResult) -> Table:
     table.add_row(
         "all", "", str(len(result.episodes)), _fmt(result.driving_score), _fmt(result.route_completion),
         _fmt(result.infraction_penalty, ".3f"),
-        _fmt(None if result.success_rate is None else 100.0 * result.success_rate, ".0f"),
+        _pct(result.success_rate),
         _fmt(result.disengagements_per_km, ".2f"),
     )  # fmt: skip
     return table
@@ -352,9 +366,10 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
         store, result.run, result.iteration, [takeover_phase], result.checkpoint_sha256
     )
     head = _markdown_table(
-        ["DS", "RC %", "IP", "SR", "disengagements/km"],
+        ["DS", "RC %", "IP", "SR", "disengagements/km", "expert share %", "episodes without takeover %"],
         [[_fmt(result.driving_score), _fmt(result.route_completion), _fmt(result.infraction_penalty, ".3f"),
-          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f")]],
+          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f"), _pct(result.expert_share),
+          _pct(result.takeover_free_share)]],
     )  # fmt: skip
     body = disengagement_markdown(
         f"evaluation of {Path(result.checkpoint_path).name} on {result.route_set}",
@@ -398,7 +413,8 @@ def loop_markdown(loop: LoopResult) -> str:
             f"v0 DS {_fmt(ba.v0.driving_score)} -> final incumbent (iteration {ba.final_iteration}) DS "
             f"{_fmt(ba.final.driving_score)} ({_fmt(ba.ds_change_pct, '+.1f')} %); disengagements/km "
             f"{_fmt(ba.v0.disengagements_per_km, '.2f')} -> {_fmt(ba.final.disengagements_per_km, '.2f')} "
-            f"(x {_fmt(ba.dpk_ratio, '.2f')}).",
+            f"(x {_fmt(ba.dpk_ratio, '.2f')}); expert share of the driving {_pct(ba.v0.expert_share)} % -> "
+            f"{_pct(ba.final.expert_share)} %.",
         ]
     )
 

@@ -86,6 +86,18 @@ def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
     assert phases == ["eval", "eval_takeover"]
     assert result.driving_score is not None and 0.0 <= result.driving_score <= 100.0
     assert result.disengagements_per_km is not None
+    # and the expert's time is each takeover's span to its hand-back (or to the episode's end)
+    with store.engine.connect() as conn:
+        expert_s, duration_s = conn.execute(
+            text(
+                "SELECT (SELECT COALESCE(SUM(COALESCE(t.handback_time_s, e.duration_s) - t.time_s), 0) "
+                "FROM takeovers t WHERE t.episode_id = e.id), e.duration_s "
+                "FROM episodes e WHERE e.phase = 'eval_takeover'"
+            )
+        ).one()
+    assert result.takeover_episodes[0].expert_s == pytest.approx(expert_s)
+    assert result.expert_share == pytest.approx(expert_s / duration_s)
+    assert result.episodes[0].expert_s == 0.0
     # when it runs again, the stored episodes are read back and only the failing route is tried
     driven.clear()
     again = evaluate_checkpoint(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from takeover.evaluate import (
@@ -57,6 +59,24 @@ def test_aggregates_follow_the_leaderboard_means():
     per_route = {row.route_id: row for row in r.per_route()}
     assert per_route["a"].disengagements_per_km == pytest.approx(15.0)
     assert per_route["b"].driving_score == pytest.approx(80.0)
+
+
+def test_expert_share_is_the_expert_time_over_all_driving_time():
+    # given two episodes with takeovers: 60 s with the expert at the wheel for 15 s, and 40 s without one
+    taken = replace(score("a", 0, 0, phase="eval_takeover", takeovers=2), duration_s=60.0, expert_s=15.0)
+    clean = replace(score("b", 0, 0, phase="eval_takeover"), duration_s=40.0)
+    r = EvalResult(
+        run="r", iteration=0, checkpoint_path="c.pt", checkpoint_sha256=SHA, route_set="s", backend="embedded",
+        episodes=(score("a", 0, 40.0),), takeover_episodes=(taken, clean),
+    )  # fmt: skip
+    # then the expert drove 15 of 100 s and one episode of two needed no takeover
+    assert r.expert_share == pytest.approx(0.15)
+    assert r.takeover_free_share == pytest.approx(0.5)
+    assert r.metrics()["expert_share"] == pytest.approx(0.15)
+    # and without takeover episodes (or durations: results stored before the field) both are undefined
+    assert replace(r, takeover_episodes=()).expert_share is None
+    assert replace(r, takeover_episodes=()).takeover_free_share is None
+    assert replace(r, takeover_episodes=(score("a", 0, 0, phase="eval_takeover"),)).expert_share is None
 
 
 def test_eval_result_survives_a_json_round_trip():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from sqlalchemy import text
 
 import takeover.iteration as it
@@ -29,7 +30,11 @@ from takeover.iteration import (
     run_iteration,
     run_loop,
 )
+from takeover.report import before_after_table, iteration_table, loop_markdown
 from takeover.training import TrainResult
+
+EVAL_EPISODE_S = 40.0  # the stand-in evaluation: one 40 s episode with takeovers ...
+EXPERT_S_PER_TAKEOVER = 2.0  # ... in which each takeover hands the wheel to the expert for 2 s
 
 
 @dataclass
@@ -84,8 +89,9 @@ class Fakes:
         sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
         ds = self.ds.get(name, 10.0)
         plain = EpisodeScore(2, "2000", 0, "eval", "Completed", ds, ds, 1.0, False, 200.0, 0)
-        taken = EpisodeScore(3, "2000", 0, "eval_takeover", "Completed", 0.0, 100.0, 1.0, False, 200.0,
-                             max(0, int(10 - ds / 10)))  # fmt: skip
+        n = max(0, int(10 - ds / 10))
+        taken = EpisodeScore(3, "2000", 0, "eval_takeover", "Completed", 0.0, 100.0, 1.0, False, 200.0, n,
+                             duration_s=EVAL_EPISODE_S, expert_s=n * EXPERT_S_PER_TAKEOVER)  # fmt: skip
         return EvalResult(
             run, iteration, str(checkpoint), sha, "builtin:eval", "embedded", (plain,), (taken,)
         )
@@ -174,6 +180,24 @@ def test_the_candidate_is_promoted_only_when_it_beats_the_incumbent(
     # and the log rebuilds the same story
     assert [r.promoted for r in read_loop(store, "r").iterations] == [True, True, False]
     assert next_iteration(store, "r") == 3
+
+
+def test_the_reports_show_the_expert_share_beside_disengagements(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given v0 at DS 10 (9 takeovers, the expert drives 18 of 40 s) and a candidate at DS 50 (5: 10 of 40 s)
+    fakes.ds = {"bc": 10.0, "dpo-1": 50.0}
+    loop = run_loop("r", 1, config, store)
+    # when the before/after and per-iteration tables are printed
+    out = Console(record=True, width=250)
+    out.print(before_after_table(loop))
+    out.print(iteration_table(loop))
+    lines = out.export_text().splitlines()
+    # then the expert's share of the driving time falls from 45 % to 25 %, beside disengagements per km
+    expert_row = next(line for line in lines if "expert share of driving %" in line)
+    assert [cell.strip() for cell in expert_row.split("│")][2:5] == ["45.0", "25.0", "-20.0"]
+    assert any("expert %" in line for line in lines)
+    assert "45 % -> 25 %" in loop_markdown(loop)
 
 
 def test_dagger_only_ablation_skips_dpo_and_evaluates_the_dagger_checkpoint(
