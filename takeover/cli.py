@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.train",
     "takeover.commands.collect",
     "takeover.commands.iterate",
+    "takeover.commands.agreement",
 )
 
 

@@ -1,0 +1,69 @@
+"""`takeover agreement`: how far the policy's plan is from the expert's in a run's stored clips.
+
+    takeover agreement --run i9-dpo --iteration 3                      # held-out episodes with takeovers
+    takeover agreement --run i9-dpo --iteration 4 --phases rollout     # the incumbent's training rollouts
+
+Per driver (policy / expert): median and 75th-percentile ADE and FDE between the plans, the median lead
+of the policy's final waypoint, and the share of ticks within the monitor's hand-back thresholds and
+beyond its plan_deviation thresholds (conf/monitor.yaml; `--monitor-set` overrides). The table explains
+the expert's share of the driving: the expert keeps the wheel until the plans agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from rich.table import Table
+
+from takeover.agreement import AgreementRow, stored_plan_gaps, summarize
+from takeover.commands.iterate import _storage_args, console, open_store
+from takeover.monitor import load_monitor_config
+
+
+def agreement_table(title: str, rows: list[AgreementRow]) -> Table:
+    table = Table(title=title)
+    for column in ("driver", "ticks", "ADE median m", "ADE p75 m", "FDE median m", "FDE p75 m",
+                   "policy lead m", "agree %", "deviate %"):  # fmt: skip
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.driver, str(r.ticks), f"{r.ade_median_m:.2f}", f"{r.ade_p75_m:.2f}", f"{r.fde_median_m:.2f}",
+            f"{r.fde_p75_m:.2f}", f"{r.lead_median_m:+.2f}", f"{100 * r.agree_share:.0f}",
+            f"{100 * r.deviate_share:.0f}",
+        )  # fmt: skip
+    return table
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    config = load_monitor_config(list(args.monitor_set or []))
+    with open_store(args.db_url, args.clip_root) as store:
+        rows = summarize(stored_plan_gaps(store, args.run, args.phases, args.iteration), config)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        return 0
+    out = console()
+    if not rows:
+        out.print(f"no stored ticks with both plans for run {args.run!r}, phases {args.phases}")
+        return 1
+    where = f"run {args.run}" + (f" iteration {args.iteration}" if args.iteration is not None else "")
+    out.print(agreement_table(f"policy vs expert plan, {where}, phases {', '.join(args.phases)}", rows))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "agreement", help="policy-vs-expert plan gaps in a run's stored clips, per driver"
+    )
+    p.add_argument("--run", required=True, help="the run whose episodes are read")
+    p.add_argument("--iteration", type=int, help="only this iteration's episodes")
+    p.add_argument(
+        "--phases", nargs="+", default=["eval_takeover"], help="episode phases (default: eval_takeover)"
+    )
+    p.add_argument("--monitor-set", nargs="+", metavar="KEY=VALUE", help="conf/monitor.yaml overrides")
+    _storage_args(p)
+    p.set_defaults(func=cmd_agreement)
+
+
+__all__ = ["agreement_table", "cmd_agreement", "register"]

@@ -1,0 +1,100 @@
+"""Plan agreement between the policy's and the expert's plans: the per-tick gaps, the per-driver summary
+against the monitor's thresholds, and the reading of stored clips (overlapping ticks counted once)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from postgres import make_clip_arrays, make_episode
+
+from storage.records import ClipRecord
+from storage.store import Store
+from takeover.agreement import PlanGaps, plan_gaps, stored_plan_gaps, summarize
+from takeover.cli import main
+from takeover.monitor import MonitorConfig
+
+K = 4  # waypoints per plan
+
+
+def straight(n: int, step_m: float, lateral_m: float = 0.0) -> np.ndarray:
+    """n identical plans of K waypoints step_m apart along x, shifted by lateral_m along y."""
+    xs = step_m * np.arange(1, K + 1)
+    plan = np.stack([xs, np.full(K, lateral_m)], axis=1)
+    return np.repeat(plan[None], n, axis=0).astype(np.float32)
+
+
+def test_gaps_are_the_hand_computed_ade_fde_and_lead():
+    # given a policy planning 2 m per waypoint and an expert 1 m per waypoint, 1 m to the side
+    policy, expert = straight(1, 2.0), straight(1, 1.0, lateral_m=1.0)
+    # when the gaps are computed
+    ade, fde, lead = plan_gaps(policy, expert)
+    # then each waypoint k is sqrt(k^2 + 1) apart, the last one sqrt(17), and the policy leads by 4 m
+    assert ade[0] == pytest.approx(np.mean([np.hypot(k, 1.0) for k in range(1, K + 1)]))
+    assert fde[0] == pytest.approx(np.hypot(4.0, 1.0))
+    assert lead[0] == pytest.approx(4.0)
+    with pytest.raises(ValueError, match=r"\(N, K, 2\)"):
+        plan_gaps(policy, expert[:, :2])
+
+
+def test_summary_counts_ticks_against_the_hand_back_and_deviation_thresholds():
+    # given two expert-driven ticks (one agreeing, one deviating) and one policy tick in between
+    gaps = PlanGaps(
+        ade_m=np.array([1.0, 4.0, 2.0]), fde_m=np.array([2.0, 5.0, 4.0]), lead_m=np.array([0.5, 3.0, -1.0]),
+        expert_drove=np.array([True, True, False]),
+    )  # fmt: skip
+    config = MonitorConfig(handback_ade_m=1.5, handback_fde_m=3.0, deviation_ade_m=3.0, deviation_fde_m=6.0)
+    rows = {r.driver: r for r in summarize(gaps, config)}
+    # then the expert's ticks agree half the time and deviate half the time; the policy's do neither
+    assert (rows["expert"].ticks, rows["expert"].agree_share, rows["expert"].deviate_share) == (2, 0.5, 0.5)
+    assert (rows["policy"].agree_share, rows["policy"].deviate_share) == (0.0, 0.0)
+    assert rows["expert"].fde_median_m == pytest.approx(3.5) and rows["policy"].lead_median_m == -1.0
+    assert rows["all"].ticks == 3
+    # and a driver with no ticks gets no row
+    only_policy = PlanGaps(gaps.ade_m[2:], gaps.fde_m[2:], gaps.lead_m[2:], gaps.expert_drove[2:])
+    assert [r.driver for r in summarize(only_policy, config)] == ["policy", "all"]
+
+
+def clip(start: int, n: int, expert_from: int, seed: int) -> ClipRecord:
+    """Ticks before `expert_from` are the policy's, planned like the expert (1 m per waypoint); the
+    expert's ticks have a policy planning 3 m per waypoint (8 m ahead at the end)."""
+    arrays = make_clip_arrays(start, n, expert_from=expert_from, seed=seed)
+    expert_drove = (arrays["driver"] == 1)[:, None, None]
+    arrays["policy_waypoints_ego"] = np.where(expert_drove, straight(n, 3.0), straight(n, 1.0))
+    arrays["expert_waypoints_ego"] = straight(n, 1.0)
+    return ClipRecord("takeover", start, arrays)
+
+
+def test_stored_clips_are_read_once_per_tick_and_grouped_by_driver(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'a.db'}", str(tmp_path / "clips")) as store:
+        # given an episode with two clips sharing ticks 20..29: policy ticks 10..19, expert ticks 20..39
+        episode, _, _ = make_episode(1, run="r", iteration=2, n_takeovers=0, phase="eval_takeover")
+        store.ingest_episode(episode, [], [clip(10, 20, 10, 1), clip(20, 20, 0, 2)])
+        # ... a demonstration without the policy's plan, and another run
+        demo, _, _ = make_episode(2, run="r", iteration=2, n_takeovers=0, phase="expert")
+        store.ingest_episode(demo, [], [ClipRecord("demo", 0, make_clip_arrays(0, 10, 0, 3))])
+        other, _, _ = make_episode(3, run="other", iteration=2, n_takeovers=0, phase="eval_takeover")
+        store.ingest_episode(other, [], [clip(0, 10, 0, 4)])
+        # when the run's evaluation ticks are read
+        gaps = stored_plan_gaps(store, "r", ["eval_takeover"], iteration=2)
+    # then the 30 distinct ticks are there (the second copy of 20..29 skipped): 10 agreeing policy
+    # ticks and 20 expert ticks whose plans end 8 m apart, the policy's ahead
+    assert len(gaps.ade_m) == 30 and int(gaps.expert_drove.sum()) == 20
+    assert np.allclose(gaps.fde_m[~gaps.expert_drove], 0.0)
+    assert np.allclose(gaps.fde_m[gaps.expert_drove], 8.0) and np.allclose(
+        gaps.lead_m[gaps.expert_drove], 8.0
+    )
+
+
+def test_the_command_prints_the_table_and_says_when_nothing_is_stored(tmp_path: Path, capsys):
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    with Store(db, str(tmp_path / "clips")) as store:
+        episode, _, _ = make_episode(1, run="r", iteration=1, n_takeovers=0, phase="eval_takeover")
+        store.ingest_episode(episode, [], [clip(0, 20, 10, 1)])
+    common = ["--db-url", db, "--clip-root", str(tmp_path / "clips")]
+    assert main(["agreement", "--run", "r", *common]) == 0
+    out = capsys.readouterr().out
+    assert "expert" in out and "policy" in out and "deviate %" in out
+    assert main(["agreement", "--run", "nobody", *common]) == 1
+    assert "no stored ticks" in capsys.readouterr().out
