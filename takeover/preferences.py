@@ -1,7 +1,10 @@
 """Preference pairs for DPO, built from takeover clips and stored (idempotently) in preference_pairs.
 
 States: the trigger tick of every takeover and the policy-driven ticks of its pre-takeover window
-(every `stride_frames`), so that the policy also learns what to prefer before the expert had to step in.
+(every `stride_frames`), so that the policy also learns what to prefer before the expert had to step in;
+and, when `takeover_window_weight` > 0, the expert-driven ticks of the first `takeover_window_s` after
+the trigger (beyond the paper: the policy kept planning in shadow mode there, and where the expert
+drives its plan is what delays the hand-back; `takeover agreement` measures how far it is).
 
 Sources (PairSource):
   expert_vs_policy  chosen = the expert's plan, rejected = the policy's plan at the state (TakeAD);
@@ -25,6 +28,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -32,7 +36,7 @@ from torch import nn
 
 from carla_bridge.geometry import boxes_overlap, distance_to_polyline, to_local
 from carla_bridge.simulator import FIXED_DELTA_S
-from storage.clip_format import DRIVER_POLICY
+from storage.clip_format import DRIVER_EXPERT, DRIVER_POLICY
 from storage.records import PreferencePairRecord
 from storage.store import Store
 from takeover.datasets import (
@@ -72,6 +76,8 @@ class PairConfig:
     min_plan_margin_m: float = 0.5  # skip pairs whose plans' ADE is below this (nearly identical plans)
     trigger_weight: float = 1.0  # weight of a pair at the trigger tick
     pre_takeover_weight: float = 1.0  # weight of a pair in the pre-takeover window
+    takeover_window_s: float = 3.0  # expert-driven states this long after a trigger are paired ...
+    takeover_window_weight: float = 0.0  # ... with this weight; 0 = none (the paper's trigger + pre-window)
     rollout_phases: list[str] = field(default_factory=lambda: ["rollout"])
     # sampled_safety
     num_samples: int = 16  # K plans sampled per state
@@ -93,7 +99,8 @@ def validate_pair_config(config: PairConfig, where: str) -> None:
     if config.stride_frames < 1 or config.num_samples < 2 or config.batch_size < 1:
         raise TrainingError(f"{where}: stride_frames >= 1, num_samples >= 2 and batch_size >= 1 are needed")
     for name in (
-        "pre_takeover_window_s", "min_plan_margin_m", "trigger_weight", "pre_takeover_weight", "ade_weight",
+        "pre_takeover_window_s", "min_plan_margin_m", "trigger_weight", "pre_takeover_weight",
+        "takeover_window_s", "takeover_window_weight", "ade_weight",
         "collision_penalty_m", "off_route_penalty_m", "off_route_distance_m", "min_cost_gap_m",
     ):  # fmt: skip
         if getattr(config, name) < 0:
@@ -241,12 +248,28 @@ class PairState:
     clip_id: int
     frame: int
     row: int
-    at_trigger: bool
+    role: StateRole
+
+
+class StateRole(StrEnum):
+    """Where a state lies relative to its takeover (and so who drove that tick)."""
+
+    TRIGGER = "trigger"  # the tick the monitor handed over
+    PRE_TAKEOVER = "pre_takeover"  # the policy drove, inside the pre-takeover window
+    TAKEOVER = "takeover"  # the expert drove, inside the takeover window after the trigger
+
+
+def state_weight(config: PairConfig, role: StateRole) -> float:
+    return {
+        StateRole.TRIGGER: config.trigger_weight,
+        StateRole.PRE_TAKEOVER: config.pre_takeover_weight,
+        StateRole.TAKEOVER: config.takeover_window_weight,
+    }[role]
 
 
 @dataclass
 class PairBuildReport:
-    states: int = 0  # candidate states (trigger + pre-takeover ticks with a training clip)
+    states: int = 0  # candidate states (trigger, pre-takeover and takeover-window ticks with a training clip)
     new: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # pairs stored now, per source
     existing: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # already stored before
     skipped_margin: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # near-identical plans
@@ -261,6 +284,7 @@ def _pair_states(
     store: Store, run: str, iteration: int, config: PairConfig, spec: FeatureSpec, only_iteration: bool
 ) -> list[PairState]:
     window = round(config.pre_takeover_window_s / FIXED_DELTA_S)
+    after = round(config.takeover_window_s / FIXED_DELTA_S) if config.takeover_window_weight > 0 else 0
     scope = {"iteration": iteration} if only_iteration else {"max_iteration": iteration}
     takeovers = store.list_takeovers(run=run, phases=config.rollout_phases, **scope)
     episodes = sorted({t.episode_id for t in takeovers})
@@ -287,11 +311,14 @@ def _pair_states(
     states: dict[tuple[int, int], PairState] = {}
     for t in takeovers:
         trigger = t.frame
+        end = trigger + after if t.handback_frame is None else min(trigger + after, t.handback_frame - 1)
         frames = [
-            trigger,
-            *range(trigger - config.stride_frames, trigger - window - 1, -config.stride_frames),
-        ]
-        for f in frames:
+            (trigger, StateRole.TRIGGER),
+            *((f, StateRole.PRE_TAKEOVER) for f in range(trigger - config.stride_frames, trigger - window - 1,
+                                                          -config.stride_frames)),
+            *((f, StateRole.TAKEOVER) for f in range(trigger + config.stride_frames, end + 1, config.stride_frames)),
+        ]  # fmt: skip
+        for f, role in frames:
             if f < 0 or (t.episode_id, f) in states:
                 continue
             covering = [c for c in by_episode[t.episode_id] if (c.id, f) in row_of]
@@ -299,10 +326,17 @@ def _pair_states(
                 continue
             # Prefer the clip of this takeover; clips are ordered by id otherwise.
             clip = next((c for c in covering if c.takeover_id == t.id), covering[0])
-            states[(t.episode_id, f)] = PairState(
-                t.episode_id, t.id, clip.id, f, row_of[(clip.id, f)], f == trigger
-            )
+            states[(t.episode_id, f)] = PairState(t.episode_id, t.id, clip.id, f, row_of[(clip.id, f)], role)
     return sorted(states.values(), key=lambda s: (s.clip_id, s.frame))
+
+
+def _driver_fits(role: StateRole, driver: int) -> bool:
+    """Pre-takeover states are the policy's ticks, takeover-window states the expert's."""
+    if role is StateRole.PRE_TAKEOVER:
+        return driver == DRIVER_POLICY
+    if role is StateRole.TAKEOVER:
+        return driver == DRIVER_EXPERT
+    return True
 
 
 def _state_generator(config: PairConfig, state: PairState) -> torch.Generator:
@@ -341,10 +375,10 @@ def build_preference_pairs(
     sample_states: list[tuple[PairState, dict[str, np.ndarray]]] = []
     for state in states:
         arrays = cache.get(state.clip_id)
-        if not state.at_trigger and "driver" in arrays and int(arrays["driver"][state.row]) != DRIVER_POLICY:
-            continue  # the expert was already driving (an earlier takeover): no policy plan to reject
+        if "driver" in arrays and not _driver_fits(state.role, int(arrays["driver"][state.row])):
+            continue  # e.g. a pre-takeover tick the expert drove (an earlier takeover's)
         time_s = float(arrays["time_s"][state.row]) if "time_s" in arrays else state.frame * FIXED_DELTA_S
-        weight = config.trigger_weight if state.at_trigger else config.pre_takeover_weight
+        weight = state_weight(config, state.role)
         expert = np.asarray(arrays["expert_waypoints_ego"][state.row], np.float64)
         if PairSource.EXPERT_VS_POLICY.value in config.sources:
             policy_plan = np.asarray(arrays["policy_waypoints_ego"][state.row], np.float64)
@@ -423,7 +457,7 @@ def _sampled_pairs(
                 ):
                     report.skipped_margin[source] += 1
                     continue
-                weight = config.trigger_weight if state.at_trigger else config.pre_takeover_weight
+                weight = state_weight(config, state.role)
                 records.append(
                     PreferencePairRecord(
                         state.episode_id,

@@ -167,6 +167,23 @@ def test_expert_vs_policy_pairs_skip_identical_plans_and_are_idempotent(store):
     assert sorted(again.pair_ids) == sorted(report.pair_ids) and pair_count(store) == 6
 
 
+def test_the_takeover_window_pairs_the_expert_driven_ticks_until_the_hand_back(store):
+    # Given the same two rollouts (trigger 40, hand-back 52) and a takeover window weighted 0.5
+    config = PairConfig(sources=[EVP], stride_frames=5, takeover_window_weight=0.5)
+    # When pairs are built
+    report = build_preference_pairs(store, "syn", 0, config, SPEC)
+    # Then the expert-driven ticks 45 and 50 are paired too (the policy's shadow plan rejected), at 0.5
+    assert report.states == 14 and report.new[EVP] == 10
+    with Session(store.engine) as session:
+        rows = session.execute(select(PreferencePair.frame, PreferencePair.weight)).all()
+    assert sorted(f for f, _ in rows) == [30, 30, 35, 35, 40, 40, 45, 45, 50, 50]
+    assert {w for f, w in rows if f > TRIGGER} == {0.5} and {w for f, w in rows if f <= TRIGGER} == {1.0}
+    # And a 0.3 s window reaches tick 45 only; weight 0 (the default) builds none of them
+    short = PairConfig(sources=[EVP], stride_frames=5, takeover_window_weight=0.5, takeover_window_s=0.3)
+    assert build_preference_pairs(store, "syn", 0, short, SPEC).states == 12
+    assert build_preference_pairs(store, "syn", 0, PairConfig(sources=[EVP]), SPEC).states == 10
+
+
 def test_a_larger_margin_skips_more_pairs(store):
     # ADE between stop and go plans is several metres; 100 m skips everything
     report = build_preference_pairs(store, "syn", 0, PairConfig(sources=[EVP], min_plan_margin_m=100.0), SPEC)
