@@ -310,14 +310,15 @@ def _pair_states(
             by_episode[c.episode_id].append(c)
     states: dict[tuple[int, int], PairState] = {}
     for t in takeovers:
-        trigger = t.frame
+        trigger, stride = t.frame, config.stride_frames
         end = trigger + after if t.handback_frame is None else min(trigger + after, t.handback_frame - 1)
+        before = range(trigger - stride, trigger - window - 1, -stride)
+        during = range(trigger + stride, end + 1, stride)  # empty unless the takeover window is on
         frames = [
             (trigger, StateRole.TRIGGER),
-            *((f, StateRole.PRE_TAKEOVER) for f in range(trigger - config.stride_frames, trigger - window - 1,
-                                                          -config.stride_frames)),
-            *((f, StateRole.TAKEOVER) for f in range(trigger + config.stride_frames, end + 1, config.stride_frames)),
-        ]  # fmt: skip
+            *((f, StateRole.PRE_TAKEOVER) for f in before),
+            *((f, StateRole.TAKEOVER) for f in during),
+        ]
         for f, role in frames:
             if f < 0 or (t.episode_id, f) in states:
                 continue
