@@ -4,9 +4,10 @@ Every stored tick holds both plans on the policy's waypoint times, in the ego fr
 Per tick, with policy waypoints p_k and expert waypoints e_k, k = 1..K:
     ADE  = (1/K) sum_k |p_k - e_k|            FDE = |p_K - e_K|
     lead = p_K.x - e_K.x                      (> 0: the policy plans to be ahead of the expert: faster)
-A tick *agrees* when ADE < handback_ade_m and FDE < handback_fde_m (what the monitor's hand-back waits
-for, `agree_s` without interruption) and *deviates* when ADE > deviation_ade_m or FDE > deviation_fde_m
-(what `plan_deviation` counts, `deviation_min_s` long). Ticks are grouped by who drove: where the expert
+A tick *agrees* when the monitor's `plans_agree` holds (ADE <= handback_ade_m and FDE <= handback_fde_m:
+what the hand-back waits for, `agree_s` without interruption) and *deviates* when its `plans_deviate`
+holds (ADE > deviation_ade_m or FDE > deviation_fde_m: what `plan_deviation` counts, `deviation_min_s`
+long). Ticks are grouped by who drove: where the expert
 drives, agreement decides how soon the policy gets the wheel back (the expert's share of the driving);
 where the policy drives, deviation is what takes it away. A tick stored in two overlapping clips
 counts once.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from storage.clip_format import DRIVER_EXPERT, clip_frame_numbers
-from takeover.monitor import MonitorConfig
+from takeover.monitor import MonitorConfig, plans_agree, plans_deviate
 
 if TYPE_CHECKING:
     from storage.store import Store
@@ -88,8 +89,8 @@ def summarize(gaps: PlanGaps, config: MonitorConfig) -> list[AgreementRow]:
                 fde_median_m=float(np.median(fde)),
                 fde_p75_m=float(np.percentile(fde, UPPER_PERCENTILE)),
                 lead_median_m=float(np.median(gaps.lead_m[mask])),
-                agree_share=float(np.mean((ade < config.handback_ade_m) & (fde < config.handback_fde_m))),
-                deviate_share=float(np.mean((ade > config.deviation_ade_m) | (fde > config.deviation_fde_m))),
+                agree_share=float(np.mean(plans_agree(ade, fde, config))),
+                deviate_share=float(np.mean(plans_deviate(ade, fde, config))),
             )
         )
     return rows

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from carla_bridge.errors import SimulatorError, TakeoverError
@@ -340,24 +340,20 @@ def stored_episodes(
     with Session(store.engine) as session:
         rows = session.execute(stmt).all()
         ids = [int(r.id) for r in rows]
-        reasons: dict[int, dict[str, int]] = {i: {} for i in ids}
-        spans: Sequence[Any] = ()
-        if ids:
-            counts = session.execute(
-                select(Takeover.episode_id, Takeover.reason, func.count())
-                .where(Takeover.episode_id.in_(ids))
-                .group_by(Takeover.episode_id, Takeover.reason)
-            )
-            for episode_id, reason, count in counts:
-                reasons[int(episode_id)][str(reason)] = int(count)
-            spans = session.execute(
-                select(Takeover.episode_id, Takeover.time_s, Takeover.handback_time_s).where(
+        takeovers = (
+            session.execute(
+                select(Takeover.episode_id, Takeover.reason, Takeover.time_s, Takeover.handback_time_s).where(
                     Takeover.episode_id.in_(ids)
                 )
             ).all()
+            if ids
+            else []
+        )
     duration = {int(r.id): float(r.duration_s or 0.0) for r in rows}
+    reasons: dict[int, Counter[str]] = {i: Counter() for i in ids}
     expert_s = dict.fromkeys(ids, 0.0)
-    for episode_id, start_s, end_s in spans:
+    for episode_id, reason, start_s, end_s in takeovers:
+        reasons[int(episode_id)][str(reason)] += 1
         # a takeover never handed back lasts until the episode ends
         end = duration[int(episode_id)] if end_s is None else float(end_s)
         expert_s[int(episode_id)] += max(0.0, end - float(start_s))

@@ -64,6 +64,8 @@ ROUTE_WINDOW_AHEAD_M = 80.0  # ... and ahead of it
 STOPPING_LIGHTS = (TrafficLightState.RED, TrafficLightState.YELLOW)
 # Forecast model of other vehicles: the expert's kinematic bicycle fit (research/pdm_lite.md).
 ACTOR_BICYCLE = EgoModelConfig()
+FloatOrArray = float | np.ndarray
+BoolOrArray = bool | np.ndarray
 
 
 class TakeoverReason(StrEnum):
@@ -225,6 +227,18 @@ def plan_displacement(a_xy: np.ndarray, b_xy: np.ndarray) -> tuple[float, float]
         return 0.0, 0.0
     d = np.hypot(a_xy[:, 0] - b_xy[:, 0], a_xy[:, 1] - b_xy[:, 1])
     return float(d.mean()), float(d[-1])
+
+
+def plans_agree(ade_m: FloatOrArray, fde_m: FloatOrArray, config: MonitorConfig) -> BoolOrArray:
+    """The plans are close enough for a hand-back: ADE <= handback_ade_m and FDE <= handback_fde_m
+    (floats, or arrays of ticks elementwise)."""
+    return (ade_m <= config.handback_ade_m) & (fde_m <= config.handback_fde_m)
+
+
+def plans_deviate(ade_m: FloatOrArray, fde_m: FloatOrArray, config: MonitorConfig) -> BoolOrArray:
+    """The plans differ as plan_deviation counts: ADE > deviation_ade_m or FDE > deviation_fde_m
+    (floats, or arrays of ticks elementwise)."""
+    return (ade_m > config.deviation_ade_m) | (fde_m > config.deviation_fde_m)
 
 
 def forecast_actor_boxes(
@@ -404,10 +418,8 @@ class TakeoverMonitor:
                 self._expert_since, self._agree_since = now, None
         else:
             cfg = self.config
-            agree = (
-                checks.ade_m <= cfg.handback_ade_m
-                and checks.fde_m <= cfg.handback_fde_m
-                and not any(checks.met[r] for r in self._enabled)
+            agree = plans_agree(checks.ade_m, checks.fde_m, cfg) and not any(
+                checks.met[r] for r in self._enabled
             )
             self._agree_since = (
                 (self._agree_since if self._agree_since is not None else now) if agree else None
@@ -518,9 +530,7 @@ class TakeoverMonitor:
         )
         # Standing while the expert wants to go is the stuck rule's case, with its own patience: the
         # plans differ then by construction, so plan_deviation must not pre-empt it.
-        met[TakeoverReason.PLAN_DEVIATION] = not met[TakeoverReason.STUCK] and (
-            ade > cfg.deviation_ade_m or fde > cfg.deviation_fde_m
-        )
+        met[TakeoverReason.PLAN_DEVIATION] = not met[TakeoverReason.STUCK] and plans_deviate(ade, fde, cfg)
         causes = tuple(
             reason
             for reason, time_s in (
@@ -631,5 +641,7 @@ __all__ = [
     "load_monitor_config",
     "plan_displacement",
     "plan_positions",
+    "plans_agree",
+    "plans_deviate",
     "stop_line_crossing_time",
 ]

@@ -18,7 +18,7 @@ import json
 from rich.table import Table
 
 from takeover.agreement import AgreementRow, stored_plan_gaps, summarize
-from takeover.commands.iterate import _storage_args, console, open_store
+from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.monitor import load_monitor_config
 
 
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--phases", nargs="+", default=["eval_takeover"], help="episode phases (default: eval_takeover)"
     )
     p.add_argument("--monitor-set", nargs="+", metavar="KEY=VALUE", help="conf/monitor.yaml overrides")
-    _storage_args(p)
+    add_storage_args(p)
     p.set_defaults(func=cmd_agreement)
 
 

@@ -165,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _storage_args(p: argparse.ArgumentParser) -> None:
+def add_storage_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db-url", help="SQLAlchemy URL (default: $TAKEOVER_DB_URL, then conf/storage.yaml)")
     p.add_argument("--clip-root", help="clip store folder or fsspec URL (default: $TAKEOVER_CLIP_ROOT)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -187,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", metavar="KEY=VALUE", help="override conf/loop.yaml's iterate section"
     )
     p.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override conf/train.yaml")
-    _storage_args(p)
+    add_storage_args(p)
     p.set_defaults(func=cmd_iterate)
 
     p = subparsers.add_parser("evaluate", help="closed-loop evaluation of a checkpoint on held-out routes")
@@ -201,8 +201,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--maps", nargs="+", type=Path, help="folders searched first for <Town>.xodr")
     p.add_argument("--backend", choices=["embedded", "carla"], default="embedded")
     p.add_argument("--carla-set", nargs="+", metavar="KEY=VALUE", help="conf/carla.yaml overrides (carla)")
-    _storage_args(p)
+    add_storage_args(p)
     p.set_defaults(func=cmd_evaluate)
 
 
-__all__ = ["cmd_evaluate", "cmd_iterate", "iteration_config", "loop_json", "open_store", "register"]
+__all__ = [
+    "add_storage_args",
+    "cmd_evaluate",
+    "cmd_iterate",
+    "console",
+    "iteration_config",
+    "loop_json",
+    "open_store",
+    "register",
+]
