@@ -28,7 +28,10 @@ control to the expert when one of these conditions holds (`TakeoverReason`, in p
 
 Hand-back has hysteresis (ThriftyDAgger): the expert keeps control for at least `min_expert_s`, and
 until the policy's plan has agreed with the expert's (ADE and FDE below the hand-back thresholds, and
-no takeover condition met) for `agree_s` without interruption.
+no takeover condition met) for `agree_s` without interruption. With `handback_expert_speed_mps` > 0,
+agreement also needs the expert's plan to move (reach that speed): two plans that both stand still
+agree trivially, and a policy handed the wheel while the expert waits out a hazard (an oncoming car
+invading the lane, a crossing walker) drives off into it a second later, each swing a disengagement.
 
 All geometry lives in pure functions below (numpy, CARLA's world frame, metres, seconds, radians).
 """
@@ -134,6 +137,7 @@ class MonitorConfig:
     agree_s: float = 1.0  # the plans must agree this long without interruption to hand back
     handback_ade_m: float = 1.5  # agreement: average displacement below this ...
     handback_fde_m: float = 3.0  # ... and final displacement below this
+    handback_expert_speed_mps: float = 0.0  # ... while the expert plans to reach this speed (0: any)
 
 
 def load_monitor_config(overrides: list[str] | None = None) -> MonitorConfig:
@@ -160,7 +164,8 @@ def validate_monitor_config(config: MonitorConfig) -> None:
         "red_light_max_time_s", "stop_sign_max_time_s",
         "off_route_distance_m", "off_lane_margin_m", "off_route_min_s", "stuck_speed_mps",
         "stuck_expert_speed_mps", "stuck_time_s", "deviation_ade_m", "deviation_fde_m", "deviation_min_s",
-        "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "walker_min_speed_mps", "expert_blend_m",
+        "min_expert_s", "agree_s", "handback_ade_m", "handback_fde_m", "handback_expert_speed_mps",
+        "walker_min_speed_mps", "expert_blend_m",
     )  # fmt: skip
     for name in non_negative:
         if getattr(config, name) < 0:
@@ -367,6 +372,7 @@ class _Checks:
     ade_m: float
     fde_m: float
     causes: tuple[TakeoverReason, ...]  # hazards anywhere in the policy's plan, by priority
+    expert_max_speed_mps: float  # the fastest target speed of the expert's plan
 
 
 class TakeoverMonitor:
@@ -418,8 +424,10 @@ class TakeoverMonitor:
                 self._expert_since, self._agree_since = now, None
         else:
             cfg = self.config
-            agree = plans_agree(checks.ade_m, checks.fde_m, cfg) and not any(
-                checks.met[r] for r in self._enabled
+            agree = (
+                plans_agree(checks.ade_m, checks.fde_m, cfg)
+                and not any(checks.met[r] for r in self._enabled)
+                and checks.expert_max_speed_mps >= cfg.handback_expert_speed_mps
             )
             self._agree_since = (
                 (self._agree_since if self._agree_since is not None else now) if agree else None
@@ -540,7 +548,7 @@ class TakeoverMonitor:
             )
             if math.isfinite(time_s)
         )
-        return _Checks(met, severity, ade, fde, causes)
+        return _Checks(met, severity, ade, fde, causes, expert_max)
 
     def _times_to_collision(
         self, snapshot: WorldSnapshot, plans: tuple[tuple[np.ndarray, np.ndarray], ...], ego_xy: np.ndarray

@@ -335,6 +335,29 @@ def test_no_hand_back_while_the_policy_still_runs_the_light(monitor: TakeoverMon
     assert all(d.driver is Driver.EXPERT for d in decisions)
 
 
+@pytest.mark.parametrize("expert_speed", [0.0, 1.0])
+def test_standing_plans_hand_back_only_without_handback_expert_speed(
+    route, cmap, expert_speed: float
+) -> None:
+    monitor = TakeoverMonitor(MonitorConfig(handback_expert_speed_mps=expert_speed))
+    monitor.reset(route, cmap)
+    # Given a takeover at t = 0 (red light), then 4 s standing with both plans standing still (they agree
+    # trivially: ADE = FDE = 0; the expert's target speeds stay below 1 m/s)
+    assert monitor.update(*_red_tick(0.0)).triggered is TakeoverReason.RED_LIGHT
+    decisions = drive(monitor, 4.0, lambda t: standing(t, 0.0), start_s=DT)
+    assert not any(d.active for d in decisions)
+    if expert_speed == 0.0:
+        # Then by default the standing agreement hands the wheel back after min_expert_s
+        back = next(i for i, d in enumerate(decisions) if d.handed_back)
+        assert (back + 1) * DT == pytest.approx(MonitorConfig().min_expert_s)
+        return
+    # Then with the threshold the expert keeps waiting, and hands back agree_s after both plans move
+    assert all(d.driver is Driver.EXPERT for d in decisions)
+    after = drive(monitor, 2.0, agreeing, start_s=4.0 + DT)
+    back = next(i for i, d in enumerate(after) if d.handed_back)
+    assert back * DT == pytest.approx(MonitorConfig().agree_s)  # agreeing since the first moving tick
+
+
 def test_disabled_reasons_are_measured_but_never_trigger(route, cmap) -> None:
     monitor = TakeoverMonitor(MonitorConfig(enabled_reasons=["stuck"]))
     monitor.reset(route, cmap)
