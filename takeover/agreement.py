@@ -11,6 +11,12 @@ long). Ticks are grouped by who drove: where the expert
 drives, agreement decides how soon the policy gets the wheel back (the expert's share of the driving);
 where the policy drives, deviation is what takes it away. A tick stored in two overlapping clips
 counts once.
+
+`handback_summary` reads how the takeovers ended: how many were handed back before the episode ended,
+how many of those while the expert's own plan stood (its target speeds below the monitor's
+`stuck_expert_speed_mps`: the expert waited out a hazard, and two standing plans agree trivially), and
+how many were taken back within `retake_s` of the hand-back. Standing and quickly retaken together is
+the monitor handing the wheel to and fro at one hazard (`handback_expert_speed_mps` is the remedy).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
 # takeover/clips.py's keys: both plans on the policy's waypoint times, ego frame (what the monitor compares)
 POLICY_PLAN = "policy_waypoints_ego"
 EXPERT_PLAN = "expert_waypoints_ego"
+EXPERT_SPEEDS = "expert_speeds"  # (T, K) target speeds of the expert's plan, m/s
 UPPER_PERCENTILE = 75.0
 
 
@@ -116,4 +123,65 @@ def stored_plan_gaps(store: Store, run: str, phases: Sequence[str], iteration: i
     return PlanGaps(ade, fde, lead, expert)
 
 
-__all__ = ["AgreementRow", "PlanGaps", "plan_gaps", "stored_plan_gaps", "summarize"]
+@dataclass(frozen=True)
+class HandbackSummary:
+    """How a set of takeovers ended (module docstring)."""
+
+    takeovers: int
+    handed_back: int  # the policy got the wheel back before the episode ended
+    standing: int  # ... while the expert's own plan stood (counted where a stored clip holds the tick)
+    retaken: int  # ... and lost it again within retake_s
+    standing_retaken: int  # both
+    retake_s: float
+
+
+def handback_summary(
+    store: Store,
+    run: str,
+    phases: Sequence[str],
+    iteration: int | None,
+    config: MonitorConfig,
+    retake_s: float,
+) -> HandbackSummary:
+    """Hand-backs of `run`'s takeovers in `phases` (of one iteration when given): standing, retaken."""
+    takeovers = store.list_takeovers(run=run, phases=phases, iteration=iteration)
+    handed = [
+        (t.episode_id, int(t.handback_frame), float(t.handback_time_s))
+        for t in takeovers
+        if t.handback_frame is not None and t.handback_time_s is not None
+    ]
+    frames_of: dict[int, list[int]] = {}
+    for episode_id, frame, _ in handed:
+        frames_of.setdefault(episode_id, []).append(frame)
+    standing_at: set[tuple[int, int]] = set()
+    clips = store.list_clips(run=run, phases=phases, iteration=iteration, episode_ids=list(frames_of))
+    for clip in clips if frames_of else []:
+        wanted = [f for f in frames_of[clip.episode_id] if clip.start_frame <= f < clip.end_frame]
+        if EXPERT_SPEEDS not in clip.arrays or not wanted:
+            continue
+        arrays = store.load_clip(clip.id)
+        ticks = clip_frame_numbers(arrays, clip.start_frame, len(arrays[EXPERT_SPEEDS]))
+        stood = np.max(arrays[EXPERT_SPEEDS], axis=1) < config.stuck_expert_speed_mps
+        standing_at.update((clip.episode_id, f) for f in wanted if stood[ticks == f].any())
+    starts: dict[int, list[float]] = {}
+    for t in takeovers:
+        starts.setdefault(t.episode_id, []).append(float(t.time_s))
+    standing = retaken = both = 0
+    for episode_id, frame, back_s in handed:
+        again = any(back_s <= s <= back_s + retake_s for s in starts[episode_id])
+        stood_here = (episode_id, frame) in standing_at
+        standing += stood_here
+        retaken += again
+        both += stood_here and again
+    return HandbackSummary(len(takeovers), len(handed), standing, retaken, both, retake_s)
+
+
+__all__ = [
+    "AgreementRow",
+    "HandbackSummary",
+    "PlanGaps",
+    "handback_summary",
+    "plan_gaps",
+    "stored_plan_gaps",
+    "summarize",
+]

@@ -3,15 +3,23 @@ against the monitor's thresholds, and the reading of stored clips (overlapping t
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
-from postgres import make_clip_arrays, make_episode
+from postgres import TICK_S, make_clip_arrays, make_episode
 
 from storage.records import ClipRecord
 from storage.store import Store
-from takeover.agreement import PlanGaps, plan_gaps, stored_plan_gaps, summarize
+from takeover.agreement import (
+    HandbackSummary,
+    PlanGaps,
+    handback_summary,
+    plan_gaps,
+    stored_plan_gaps,
+    summarize,
+)
 from takeover.cli import main
 from takeover.monitor import MonitorConfig
 
@@ -96,5 +104,35 @@ def test_the_command_prints_the_table_and_says_when_nothing_is_stored(tmp_path: 
     assert main(["agreement", "--run", "r", *common]) == 0
     out = capsys.readouterr().out
     assert "expert" in out and "policy" in out and "deviate %" in out
+    assert "hand-backs: 0 of 0 takeovers" in out
     assert main(["agreement", "--run", "nobody", *common]) == 1
     assert "no stored ticks" in capsys.readouterr().out
+
+
+def test_hand_backs_are_counted_standing_and_retaken(tmp_path: Path):
+    with Store(f"sqlite:///{tmp_path / 'a.db'}", str(tmp_path / "clips")) as store:
+        # given three takeovers: the first handed back at tick 60 while the expert's plan stands and
+        # retaken 1 s later (tick 80), the second handed back at tick 120 while the expert drives on and
+        # not retaken for 4 s, the third never handed back
+        episode, made, _ = make_episode(1, run="r", iteration=1, n_takeovers=3, phase="eval_takeover")
+        timing = [(20, 60), (80, 120), (200, None)]
+        takeovers = [
+            dataclasses.replace(
+                t, frame=f, time_s=f * TICK_S, handback_frame=b, handback_time_s=None if b is None else b * TICK_S
+            )
+            for t, (f, b) in zip(made, timing, strict=True)
+        ]  # fmt: skip
+        arrays = make_clip_arrays(20, 120, 0, 1)
+        ticks = np.arange(20, 140)
+        arrays["expert_speeds"] = np.where((ticks < 70)[:, None], 0.5, 8.0) * np.ones((1, K), np.float32)
+        store.ingest_episode(episode, takeovers, [ClipRecord("takeover", 20, arrays, 0)])
+        config = MonitorConfig()
+        # when the hand-backs are summarized with a 2 s retake window
+        summary = handback_summary(store, "r", ["eval_takeover"], 1, config, retake_s=2.0)
+        # then two were handed back, the first standing (0.5 m/s < stuck_expert_speed_mps) and retaken
+        assert summary == HandbackSummary(3, 2, 1, 1, 1, 2.0)
+        # and a window shorter than the 1 s gap retakes none; another iteration has nothing
+        assert handback_summary(store, "r", ["eval_takeover"], 1, config, retake_s=0.5).retaken == 0
+        assert handback_summary(store, "r", ["eval_takeover"], 2, config, 2.0) == HandbackSummary(
+            0, 0, 0, 0, 0, 2.0
+        )

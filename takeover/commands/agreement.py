@@ -6,7 +6,8 @@
 Per driver (policy / expert): median and 75th-percentile ADE and FDE between the plans, the median lead
 of the policy's final waypoint, and the share of ticks within the monitor's hand-back thresholds and
 beyond its plan_deviation thresholds (conf/monitor.yaml; `--monitor-set` overrides). The table explains
-the expert's share of the driving: the expert keeps the wheel until the plans agree.
+the expert's share of the driving: the expert keeps the wheel until the plans agree. A line below it
+counts the hand-backs: made while the expert's own plan stood, and retaken within `--retake-s`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import json
 
 from rich.table import Table
 
-from takeover.agreement import AgreementRow, stored_plan_gaps, summarize
+from takeover.agreement import AgreementRow, HandbackSummary, handback_summary, stored_plan_gaps, summarize
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.monitor import load_monitor_config
+
+DEFAULT_RETAKE_S = 2.0  # s: the expert's min_expert_s; a retake this soon is one hazard, not a new one
 
 
 def agreement_table(title: str, rows: list[AgreementRow]) -> Table:
@@ -36,12 +39,21 @@ def agreement_table(title: str, rows: list[AgreementRow]) -> Table:
     return table
 
 
+def handback_line(h: HandbackSummary) -> str:
+    return (
+        f"hand-backs: {h.handed_back} of {h.takeovers} takeovers; {h.standing} while the expert's plan stood, "
+        f"{h.retaken} retaken within {h.retake_s:g} s ({h.standing_retaken} both)"
+    )
+
+
 def cmd_agreement(args: argparse.Namespace) -> int:
     config = load_monitor_config(list(args.monitor_set or []))
     with open_store(args.db_url, args.clip_root) as store:
         rows = summarize(stored_plan_gaps(store, args.run, args.phases, args.iteration), config)
+        handbacks = handback_summary(store, args.run, args.phases, args.iteration, config, args.retake_s)
     if args.json:
-        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        print(json.dumps({"drivers": [dataclasses.asdict(r) for r in rows],
+                          "handbacks": dataclasses.asdict(handbacks)}, indent=2))  # fmt: skip
         return 0
     out = console()
     if not rows:
@@ -49,6 +61,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         return 1
     where = f"run {args.run}" + (f" iteration {args.iteration}" if args.iteration is not None else "")
     out.print(agreement_table(f"policy vs expert plan, {where}, phases {', '.join(args.phases)}", rows))
+    out.print(handback_line(handbacks))
     return 0
 
 
@@ -62,8 +75,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--phases", nargs="+", default=["eval_takeover"], help="episode phases (default: eval_takeover)"
     )
     p.add_argument("--monitor-set", nargs="+", metavar="KEY=VALUE", help="conf/monitor.yaml overrides")
+    p.add_argument(
+        "--retake-s",
+        type=float,
+        default=DEFAULT_RETAKE_S,
+        help="a takeover this soon after a hand-back retakes it",
+    )
     add_storage_args(p)
     p.set_defaults(func=cmd_agreement)
 
 
-__all__ = ["agreement_table", "cmd_agreement", "register"]
+__all__ = ["agreement_table", "cmd_agreement", "handback_line", "register"]
