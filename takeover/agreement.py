@@ -154,8 +154,12 @@ def handback_summary(
     for episode_id, frame, _ in handed:
         frames_of.setdefault(episode_id, []).append(frame)
     standing_at: set[tuple[int, int]] = set()
-    clips = store.list_clips(run=run, phases=phases, iteration=iteration, episode_ids=list(frames_of))
-    for clip in clips if frames_of else []:
+    clips = (
+        store.list_clips(run=run, phases=phases, iteration=iteration, episode_ids=list(frames_of))
+        if frames_of
+        else []
+    )
+    for clip in clips:
         wanted = [f for f in frames_of[clip.episode_id] if clip.start_frame <= f < clip.end_frame]
         if EXPERT_SPEEDS not in clip.arrays or not wanted:
             continue

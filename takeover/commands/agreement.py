@@ -22,7 +22,7 @@ from takeover.agreement import AgreementRow, HandbackSummary, handback_summary, 
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.monitor import load_monitor_config
 
-DEFAULT_RETAKE_S = 2.0  # s: the expert's min_expert_s; a retake this soon is one hazard, not a new one
+DEFAULT_RETAKE_S = 2.0  # s: a takeover this soon after a hand-back is the same hazard, not a new one
 
 
 def agreement_table(title: str, rows: list[AgreementRow]) -> Table:
