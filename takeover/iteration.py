@@ -122,7 +122,7 @@ class IterationConfig:
     train_routes: str = "builtin:train"  # route set the policy is trained on (never the eval set)
     train_route_ids: list[str] = field(default_factory=list)  # only these ids; empty = all
     demo_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # expert demonstrations per route
-    collect_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # takeover rollouts per route
+    collect_seeds: list[int] = field(default_factory=lambda: [0])  # takeover rollouts per route
     # Iteration k rolls out with seeds collect_seeds + (k - 1) x this: fresh traffic every iteration
     # (with the same seeds an incumbent kept after a failed promotion would replay identical episodes).
     collect_seed_stride: int = 1000

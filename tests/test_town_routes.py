@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from dataclasses import dataclass
 
 import carla
@@ -117,8 +118,10 @@ def _trigger_index(route: XmlRoute) -> int:
 
 
 def test_route_files_sizes_ids_and_town(train, evaluation):
-    # given both built-in files, then train has 16-20 routes and eval 8-10, ids unique across both
-    assert 16 <= len(train) <= 20 and 8 <= len(evaluation) <= 10
+    # given both built-in files, then train meets every scenario type two or three times (59 routes)
+    # and eval holds 8-10 routes, ids unique across both
+    per_type = Counter(r.scenario.get("type") for r in train)
+    assert len(train) == 59 and set(per_type.values()) <= {2, 3} and 8 <= len(evaluation) <= 10
     ids = [r.id for r in train + evaluation]
     assert len(ids) == len(set(ids))
     assert all(1000 <= r.id < 1100 for r in train) and all(2000 <= r.id < 2100 for r in evaluation)

@@ -3,8 +3,9 @@ spec into keypoints.
 
 Routes are specified by lane and turns rather than by coordinates, and walked on the generated map with
 carla's own waypoint API, so that they stay on the lanes carla sees when the layout changes. The table
-holds every scenario type once for training and held-out variants for evaluation; `check_route_specs`
-enforces the split rules (ids, lengths, trigger leads, ability coverage).
+holds every scenario type three times for training (the stop-sign turn twice), each in another place, and
+held-out variants for evaluation; `check_route_specs` enforces the split rules (ids, lengths, trigger
+leads, ability coverage).
 """
 
 from __future__ import annotations
@@ -163,6 +164,74 @@ ROUTE_SPECS: tuple[RouteSpec, ...] = (
     _route(1017, "VanillaSignalizedTurnEncounterRedLight",    (11, -1, 320.0), "right", 200, 40, "clear_night"),
     _route(1018, "VanillaSignalizedTurnEncounterGreenLight",  (13, 1, 320.0),  "left",  200, 40, "clear_noon"),
     _route(1019, "VanillaNonSignalizedTurnEncounterStopsign", (8, -1, 103.0),  "right", 200, 40, "soft_rain_noon"),
+    # training: two more instances of every scenario type on other roads, approaches and weathers, so
+    # that the policy meets each scenario in more than one place (the stop-sign turn once more: its other
+    # approach is the held-out route's)
+    _route(1020, "Accident",                  (2, 2, 10.0),   "straight", 250, 40, "wet_noon",
+           distance="70", direction="right", speed="50"),
+    _route(1021, "Accident",                  (3, 2, 10.0),   "straight", 250, 45, "clear_night",
+           distance="60", direction="right", speed="50"),
+    _route(1022, "AccidentTwoWays",           (6, -1, 10.0),  "straight", 240, 40, "clear_noon",
+           distance="50", frequency=FLOW_2W),
+    _route(1023, "AccidentTwoWays",           (8, 1, 10.0),   "left",    240, 45, "soft_rain_noon",
+           distance="55", frequency=FLOW_2W),
+    _route(1024, "ConstructionObstacle",      (2, 2, 20.0),   "straight", 250, 40, "cloudy_sunset",
+           distance="60", direction="right", speed="50"),
+    _route(1025, "ConstructionObstacle",      (1, -2, 20.0),  "right",   250, 45, "clear_noon",
+           distance="65", direction="right", speed="50"),
+    _route(1026, "ParkedObstacle",            (1, -2, 10.0),  "straight", 230, 40, "wet_noon",
+           distance="55", direction="right", speed="50"),
+    _route(1027, "ParkedObstacle",            (3, 2, 20.0),   "straight", 230, 45, "clear_night",
+           distance="60", direction="right", speed="50"),
+    _route(1028, "ParkedObstacleTwoWays",     (12, -1, 10.0), "",        230, 40, "cloudy_sunset",
+           distance="50", frequency=PARKED_FLOW_2W),
+    _route(1029, "ParkedObstacleTwoWays",     (8, -1, 10.0),  "straight", 240, 45, "clear_noon",
+           distance="55", frequency=PARKED_FLOW_2W),
+    _route(1030, "SignalizedJunctionLeftTurn", (1, -1, 133.0), "left",    200, 40, "cloudy_sunset",
+           flow_speed="12", source_dist_interval=SIG_FLOW),
+    _route(1031, "SignalizedJunctionLeftTurn", (2, 1, 133.0),  "left",    200, 40, "clear_night",
+           flow_speed="11", source_dist_interval=("22", "32")),
+    _route(1032, "SignalizedJunctionRightTurn", (1, -2, 133.0), "right",   200, 40, "wet_noon",
+           flow_speed="13", source_dist_interval=SIG_FLOW),
+    _route(1033, "SignalizedJunctionRightTurn", (3, -2, 133.0), "right",   200, 40, "soft_rain_noon",
+           flow_speed="12", source_dist_interval=("21", "34")),
+    _route(1034, "NonSignalizedJunctionLeftTurn", (2, -1, 133.0), "left",    200, 40, "clear_noon",
+           flow_speed="10", source_dist_interval=("25", "35")),
+    _route(1035, "NonSignalizedJunctionLeftTurn", (3, 1, 133.0),  "left",    200, 40, "cloudy_sunset",
+           flow_speed="11", source_dist_interval=("25", "35")),
+    _route(1036, "HardBreakRoute",            (3, 1, 20.0),   "straight", 230, 40, "clear_noon"),
+    _route(1037, "HardBreakRoute",            (2, 1, 10.0),   "straight", 230, 45, "clear_night"),
+    _route(1038, "DynamicObjectCrossing",     (11, -1, 10.0), "",        200, 40, "cloudy_sunset",
+           distance="50", direction="right", blocker_model=VENDING, crossing_angle="0"),
+    _route(1039, "DynamicObjectCrossing",     (13, 1, 10.0),  "",        200, 45, "wet_noon",
+           distance="45", direction="right", blocker_model=VENDING, crossing_angle="0"),
+    _route(1040, "PedestrianCrossing",        (1, -1, 128.0), "straight", 180, 40, "cloudy_sunset"),
+    _route(1041, "PedestrianCrossing",        (2, 1, 128.0),  "straight", 180, 40, "clear_night"),
+    _route(1042, "StaticCutIn",               (1, -1, 10.0),  "straight", 230, 40, "clear_noon",
+           distance="60", direction="right"),
+    _route(1043, "StaticCutIn",               (2, 1, 10.0),   "straight", 230, 45, "soft_rain_noon",
+           distance="55", direction="right"),
+    _route(1044, "OppositeVehicleRunningRedLight", (2, 1, 133.0),  "straight", 200, 40, "clear_noon",
+           direction="right"),
+    _route(1045, "OppositeVehicleRunningRedLight", (6, -1, 103.0), "straight", 200, 40, "soft_rain_noon",
+           direction="right"),
+    _route(1046, "ControlLoss",               (10, -1, 10.0), "",        220, 45, "clear_night"),
+    _route(1047, "ControlLoss",               (13, 1, 150.0), "",        220, 40, "wet_noon"),
+    _route(1048, "InvadingTurn",              (10, 1, 80.0),  "",        200, 40, "cloudy_sunset",
+           distance="100", offset="0.3"),
+    _route(1049, "InvadingTurn",              (10, -1, 100.0),"",        200, 40, "wet_noon",
+           distance="100", offset="0.3"),
+    _route(1050, "YieldToEmergencyVehicle",   (3, -2, 10.0),  "right",   240, 40, "clear_noon",
+           distance="30"),
+    _route(1051, "YieldToEmergencyVehicle",   (2, 2, 10.0),   "straight", 240, 45, "soft_rain_noon",
+           distance="35"),
+    _route(1052, "T_Junction",                (12, -1, 320.0),"right",   200, 40, "clear_night"),
+    _route(1053, "T_Junction",                (13, -1, 320.0),"right",   200, 40, "cloudy_sunset"),
+    _route(1054, "VanillaSignalizedTurnEncounterRedLight", (3, -2, 133.0), "right",   200, 40, "clear_noon"),
+    _route(1055, "VanillaSignalizedTurnEncounterRedLight", (6, 1, 103.0),  "left",    200, 40, "wet_noon"),
+    _route(1056, "VanillaSignalizedTurnEncounterGreenLight", (2, 1, 133.0),  "left",    200, 40, "cloudy_sunset"),
+    _route(1057, "VanillaSignalizedTurnEncounterGreenLight", (6, 1, 103.0),  "right",   200, 40, "soft_rain_noon"),
+    _route(1058, "VanillaNonSignalizedTurnEncounterStopsign", (8, -1, 103.0), "left",    200, 40, "clear_night"),
     # evaluation: other roads, directions and junction approaches
     _route(2000, "Accident",                 (1, 2, 10.0),   "right",    250, 50, "cloudy_sunset",
            distance="60", direction="right", speed="50"),
