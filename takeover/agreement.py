@@ -31,6 +31,7 @@ from storage.clip_format import DRIVER_EXPERT, clip_frame_numbers
 from takeover.monitor import MonitorConfig, plans_agree, plans_deviate
 
 if TYPE_CHECKING:
+    from storage.records import TakeoverInfo
     from storage.store import Store
 
 # takeover/clips.py's keys: both plans on the policy's waypoint times, ego frame (what the monitor compares)
@@ -103,24 +104,57 @@ def summarize(gaps: PlanGaps, config: MonitorConfig) -> list[AgreementRow]:
     return rows
 
 
-def stored_plan_gaps(store: Store, run: str, phases: Sequence[str], iteration: int | None = None) -> PlanGaps:
-    """The plan gaps of every stored tick of `run`'s episodes in `phases` (of one iteration when given)."""
+@dataclass(frozen=True)
+class StoredTicks:
+    """One row per stored tick of a set of episodes, read from their clips in one pass (a tick stored in
+    two overlapping clips once). Values a clip does not store are NaN."""
+
+    episode_id: np.ndarray  # (N,) int64
+    frame: np.ndarray  # (N,) int64 episode tick
+    expert_drove: np.ndarray  # (N,) bool
+    ade_m: np.ndarray  # (N,) plan gaps (module docstring)
+    fde_m: np.ndarray  # (N,)
+    lead_m: np.ndarray  # (N,)
+    expert_max_speed_mps: np.ndarray  # (N,) the highest target speed of the expert's plan
+
+    def plan_gaps(self) -> PlanGaps:
+        """The gaps of the ticks whose clip holds both plans."""
+        both = ~np.isnan(self.ade_m)
+        return PlanGaps(self.ade_m[both], self.fde_m[both], self.lead_m[both], self.expert_drove[both])
+
+    def expert_stood(self, episode_id: int, frame: int, config: MonitorConfig) -> bool:
+        """The expert's plan stood at this tick (its target speeds below `stuck_expert_speed_mps`);
+        False where no clip holds the tick or its speeds."""
+        at = (self.episode_id == episode_id) & (self.frame == frame)
+        return bool((self.expert_max_speed_mps[at] < config.stuck_expert_speed_mps).any())
+
+
+def stored_ticks(store: Store, run: str, phases: Sequence[str], iteration: int | None = None) -> StoredTicks:
+    """The ticks of `run`'s episodes in `phases` (of one iteration when given) whose clips hold both plans
+    or the expert's target speeds (demonstrations, stored without the policy's plan, hold neither)."""
     seen: set[tuple[int, int]] = set()
     parts: list[tuple[np.ndarray, ...]] = []
     for clip in store.list_clips(run=run, phases=phases, iteration=iteration):
-        if POLICY_PLAN not in clip.arrays or EXPERT_PLAN not in clip.arrays:
-            continue  # e.g. demonstrations stored without the policy's plan
+        has_plans = POLICY_PLAN in clip.arrays and EXPERT_PLAN in clip.arrays
+        if not has_plans and EXPERT_SPEEDS not in clip.arrays:
+            continue
         arrays = store.load_clip(clip.id)
-        ticks = clip_frame_numbers(arrays, clip.start_frame, len(arrays[POLICY_PLAN]))
+        n = len(arrays["driver"])
+        ticks = clip_frame_numbers(arrays, clip.start_frame, n)
         fresh = np.array([(clip.episode_id, int(t)) not in seen for t in ticks], bool)
         seen.update((clip.episode_id, int(t)) for t in ticks)
-        ade, fde, lead = plan_gaps(arrays[POLICY_PLAN][fresh], arrays[EXPERT_PLAN][fresh])
-        parts.append((ade, fde, lead, arrays["driver"][fresh] == DRIVER_EXPERT))
+        count = int(fresh.sum())
+        ade = fde = lead = np.full(count, np.nan)
+        if has_plans:
+            ade, fde, lead = plan_gaps(arrays[POLICY_PLAN][fresh], arrays[EXPERT_PLAN][fresh])
+        speeds = arrays.get(EXPERT_SPEEDS)
+        top = np.max(speeds[fresh], axis=1, initial=-np.inf) if speeds is not None else np.full(count, np.nan)
+        episode = np.full(count, clip.episode_id, np.int64)
+        parts.append((episode, ticks[fresh], arrays["driver"][fresh] == DRIVER_EXPERT, ade, fde, lead, top))
     if not parts:
-        empty = np.zeros(0)
-        return PlanGaps(empty, empty, empty, np.zeros(0, bool))
-    ade, fde, lead, expert = (np.concatenate(column) for column in zip(*parts, strict=True))
-    return PlanGaps(ade, fde, lead, expert)
+        z = np.zeros(0)
+        return StoredTicks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), z, z, z, z)
+    return StoredTicks(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -136,56 +170,33 @@ class HandbackSummary:
 
 
 def handback_summary(
-    store: Store,
-    run: str,
-    phases: Sequence[str],
-    iteration: int | None,
-    config: MonitorConfig,
-    retake_s: float,
+    ticks: StoredTicks, takeovers: Sequence[TakeoverInfo], config: MonitorConfig, retake_s: float
 ) -> HandbackSummary:
-    """Hand-backs of `run`'s takeovers in `phases` (of one iteration when given): standing, retaken."""
-    takeovers = store.list_takeovers(run=run, phases=phases, iteration=iteration)
-    handed = [
-        (t.episode_id, int(t.handback_frame), float(t.handback_time_s))
-        for t in takeovers
-        if t.handback_frame is not None and t.handback_time_s is not None
-    ]
-    frames_of: dict[int, list[int]] = {}
-    for episode_id, frame, _ in handed:
-        frames_of.setdefault(episode_id, []).append(frame)
-    standing_at: set[tuple[int, int]] = set()
-    clips = (
-        store.list_clips(run=run, phases=phases, iteration=iteration, episode_ids=list(frames_of))
-        if frames_of
-        else []
-    )
-    for clip in clips:
-        wanted = [f for f in frames_of[clip.episode_id] if clip.start_frame <= f < clip.end_frame]
-        if EXPERT_SPEEDS not in clip.arrays or not wanted:
-            continue
-        arrays = store.load_clip(clip.id)
-        ticks = clip_frame_numbers(arrays, clip.start_frame, len(arrays[EXPERT_SPEEDS]))
-        stood = np.max(arrays[EXPERT_SPEEDS], axis=1) < config.stuck_expert_speed_mps
-        standing_at.update((clip.episode_id, f) for f in wanted if stood[ticks == f].any())
+    """How `takeovers` (of the episodes `ticks` were read from) ended: handed back, standing, retaken."""
     starts: dict[int, list[float]] = {}
     for t in takeovers:
         starts.setdefault(t.episode_id, []).append(float(t.time_s))
-    standing = retaken = both = 0
-    for episode_id, frame, back_s in handed:
-        again = any(back_s <= s <= back_s + retake_s for s in starts[episode_id])
-        stood_here = (episode_id, frame) in standing_at
-        standing += stood_here
+    handed = standing = retaken = both = 0
+    for t in takeovers:
+        if t.handback_frame is None or t.handback_time_s is None:
+            continue
+        back_s = float(t.handback_time_s)
+        again = any(back_s <= s <= back_s + retake_s for s in starts[t.episode_id])
+        stood = ticks.expert_stood(t.episode_id, int(t.handback_frame), config)
+        handed += 1
+        standing += stood
         retaken += again
-        both += stood_here and again
-    return HandbackSummary(len(takeovers), len(handed), standing, retaken, both, retake_s)
+        both += stood and again
+    return HandbackSummary(len(takeovers), handed, standing, retaken, both, retake_s)
 
 
 __all__ = [
     "AgreementRow",
     "HandbackSummary",
     "PlanGaps",
+    "StoredTicks",
     "handback_summary",
     "plan_gaps",
-    "stored_plan_gaps",
+    "stored_ticks",
     "summarize",
 ]

@@ -17,7 +17,7 @@ from takeover.agreement import (
     PlanGaps,
     handback_summary,
     plan_gaps,
-    stored_plan_gaps,
+    stored_ticks,
     summarize,
 )
 from takeover.cli import main
@@ -85,7 +85,7 @@ def test_stored_clips_are_read_once_per_tick_and_grouped_by_driver(tmp_path: Pat
         other, _, _ = make_episode(3, run="other", iteration=2, n_takeovers=0, phase="eval_takeover")
         store.ingest_episode(other, [], [clip(0, 10, 0, 4)])
         # when the run's evaluation ticks are read
-        gaps = stored_plan_gaps(store, "r", ["eval_takeover"], iteration=2)
+        gaps = stored_ticks(store, "r", ["eval_takeover"], iteration=2).plan_gaps()
     # then the 30 distinct ticks are there (the second copy of 20..29 skipped): 10 agreeing policy
     # ticks and 20 expert ticks whose plans end 8 m apart, the policy's ahead
     assert len(gaps.ade_m) == 30 and int(gaps.expert_drove.sum()) == 20
@@ -95,13 +95,22 @@ def test_stored_clips_are_read_once_per_tick_and_grouped_by_driver(tmp_path: Pat
     )
 
 
-def test_the_command_prints_the_table_and_says_when_nothing_is_stored(tmp_path: Path, capsys):
+def test_the_command_prints_the_table_and_says_when_nothing_is_stored(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
     db = f"sqlite:///{tmp_path / 'a.db'}"
     with Store(db, str(tmp_path / "clips")) as store:
         episode, _, _ = make_episode(1, run="r", iteration=1, n_takeovers=0, phase="eval_takeover")
-        store.ingest_episode(episode, [], [clip(0, 20, 10, 1)])
+        store.ingest_episode(episode, [], [clip(0, 20, 10, 1), clip(20, 20, 0, 2)])
+    loaded: list[int] = []
+    original = Store.load_clip
+    monkeypatch.setattr(
+        Store, "load_clip", lambda self, clip_id: loaded.append(clip_id) or original(self, clip_id)
+    )
     common = ["--db-url", db, "--clip-root", str(tmp_path / "clips")]
     assert main(["agreement", "--run", "r", *common]) == 0
+    # the table and the hand-back line share one read of each clip
+    assert sorted(loaded) == sorted(set(loaded)) and len(loaded) == 2
     out = capsys.readouterr().out
     assert "expert" in out and "policy" in out and "deviate %" in out
     assert "hand-backs: 0 of 0 takeovers" in out
@@ -127,12 +136,14 @@ def test_hand_backs_are_counted_standing_and_retaken(tmp_path: Path):
         arrays["expert_speeds"] = np.where((ticks < 70)[:, None], 0.5, 8.0) * np.ones((1, K), np.float32)
         store.ingest_episode(episode, takeovers, [ClipRecord("takeover", 20, arrays, 0)])
         config = MonitorConfig()
-        # when the hand-backs are summarized with a 2 s retake window
-        summary = handback_summary(store, "r", ["eval_takeover"], 1, config, retake_s=2.0)
-        # then two were handed back, the first standing (0.5 m/s < stuck_expert_speed_mps) and retaken
-        assert summary == HandbackSummary(3, 2, 1, 1, 1, 2.0)
+
+        def summary(iteration: int, retake_s: float) -> HandbackSummary:
+            ticks = stored_ticks(store, "r", ["eval_takeover"], iteration)
+            stored = store.list_takeovers(run="r", phases=["eval_takeover"], iteration=iteration)
+            return handback_summary(ticks, stored, config, retake_s)
+
+        # when the hand-backs are summarized with a 2 s retake window, then two were handed back, the first standing (0.5 m/s < stuck_expert_speed_mps) and retaken
+        assert summary(1, retake_s=2.0) == HandbackSummary(3, 2, 1, 1, 1, 2.0)
         # and a window shorter than the 1 s gap retakes none; another iteration has nothing
-        assert handback_summary(store, "r", ["eval_takeover"], 1, config, retake_s=0.5).retaken == 0
-        assert handback_summary(store, "r", ["eval_takeover"], 2, config, 2.0) == HandbackSummary(
-            0, 0, 0, 0, 0, 2.0
-        )
+        assert summary(1, retake_s=0.5).retaken == 0
+        assert summary(2, retake_s=2.0) == HandbackSummary(0, 0, 0, 0, 0, 2.0)

@@ -18,7 +18,7 @@ import json
 
 from rich.table import Table
 
-from takeover.agreement import AgreementRow, HandbackSummary, handback_summary, stored_plan_gaps, summarize
+from takeover.agreement import AgreementRow, HandbackSummary, handback_summary, stored_ticks, summarize
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.monitor import load_monitor_config
 
@@ -49,8 +49,10 @@ def handback_line(h: HandbackSummary) -> str:
 def cmd_agreement(args: argparse.Namespace) -> int:
     config = load_monitor_config(list(args.monitor_set or []))
     with open_store(args.db_url, args.clip_root) as store:
-        rows = summarize(stored_plan_gaps(store, args.run, args.phases, args.iteration), config)
-        handbacks = handback_summary(store, args.run, args.phases, args.iteration, config, args.retake_s)
+        ticks = stored_ticks(store, args.run, args.phases, args.iteration)
+        takeovers = store.list_takeovers(run=args.run, phases=args.phases, iteration=args.iteration)
+    rows = summarize(ticks.plan_gaps(), config)
+    handbacks = handback_summary(ticks, takeovers, config, args.retake_s)
     if args.json:
         print(json.dumps({"drivers": [dataclasses.asdict(r) for r in rows],
                           "handbacks": dataclasses.asdict(handbacks)}, indent=2))  # fmt: skip
