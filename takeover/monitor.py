@@ -24,7 +24,9 @@ control to the expert when one of these conditions holds (`TakeoverReason`, in p
   condition holds: standing while the expert wants to go is the stuck rule's, with its patience).
   A deviation is reported as predicted_collision / red_light / stop_sign instead when the policy's
   plan runs into that hazard anywhere in its horizon (the expert reacts earlier than the immediate
-  thresholds: the hazard is the cause, the deviation its symptom).
+  thresholds: the hazard is the cause, the deviation its symptom). Such a takeover's severity holds
+  `deviation_explained: 1`, which tells it apart from the immediate rule (e.g. a predicted_collision
+  whose TTC exceeds `collision_ttc_s`).
 
 Hand-back has hysteresis (ThriftyDAgger): the expert keeps control for at least `min_expert_s`, and
 until the policy's plan has agreed with the expert's (ADE and FDE below the hand-back thresholds, and
@@ -65,6 +67,7 @@ TIME_EPS_S = 1e-9  # tolerance of comparisons between sums of 0.05 s ticks and c
 ROUTE_WINDOW_BEHIND_M = 10.0  # route stretch searched for the expert plan's distance: behind the ego ...
 ROUTE_WINDOW_AHEAD_M = 80.0  # ... and ahead of it
 STOPPING_LIGHTS = (TrafficLightState.RED, TrafficLightState.YELLOW)
+DEVIATION_EXPLAINED = "deviation_explained"  # severity key: plan_deviation fired, reported as its hazard
 # Forecast model of other vehicles: the expert's kinematic bicycle fit (research/pdm_lite.md).
 ACTOR_BICYCLE = EgoModelConfig()
 FloatOrArray = float | np.ndarray
@@ -419,7 +422,9 @@ class TakeoverMonitor:
                     # A deviation the policy's plan explains (it runs into an actor, a red light or a stop
                     # sign, later than the immediate thresholds) is reported as that hazard.
                     explained = [r for r in checks.causes if r in self._enabled]
-                    triggered = explained[0] if explained else triggered
+                    if explained:
+                        triggered = explained[0]
+                        checks.severity[DEVIATION_EXPLAINED] = 1.0
                 self.driver, self.reason = Driver.EXPERT, triggered
                 self._expert_since, self._agree_since = now, None
         else:
@@ -637,6 +642,7 @@ def _first_run_line(
 
 
 __all__ = [
+    "DEVIATION_EXPLAINED",
     "TIME_EPS_S",
     "Driver",
     "MonitorConfig",

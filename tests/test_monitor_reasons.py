@@ -27,6 +27,7 @@ from carla_bridge.snapshot import (
 from experts.expert import ExpertPlan, HazardForecast, Reason
 from experts.synthetic import ActorSpec, lane_route, snapshot
 from takeover.monitor import (
+    DEVIATION_EXPLAINED,
     Driver,
     MonitorConfig,
     MonitorError,
@@ -281,6 +282,7 @@ def test_plan_deviation_after_it_persists(monitor: TakeoverMonitor) -> None:
     assert first == 20
     assert decisions[first].severity["ade_m"] == pytest.approx(4.5)
     assert decisions[first].severity["fde_m"] == pytest.approx(8.0)
+    assert DEVIATION_EXPLAINED not in decisions[first].severity  # no hazard in the plan explains it
 
 
 def test_a_deviation_explained_by_a_hazard_is_reported_as_that_hazard(monitor: TakeoverMonitor) -> None:
@@ -301,6 +303,7 @@ def test_a_deviation_explained_by_a_hazard_is_reported_as_that_hazard(monitor: T
     # Then the deviation fires after 1 s but names its cause: the predicted collision
     assert fired[0].triggered is TakeoverReason.PREDICTED_COLLISION
     assert fired[0].severity["ttc_s"] > MonitorConfig().collision_ttc_s
+    assert fired[0].severity[DEVIATION_EXPLAINED] == 1.0  # what tells it apart from the immediate rule
 
 
 def test_hand_back_waits_for_min_expert_and_uninterrupted_agreement(monitor: TakeoverMonitor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlalchemy.engine import URL
 from storage.query import run_read_only_query
 from storage.records import CheckpointRecord, RouteRecord
 from storage.store import Store
+from takeover.monitor import DEVIATION_EXPLAINED
 
 PARKING = RouteRecord("100", "Town01", "dev", ("ParkingExit",), 300.0)
 ACCIDENT = RouteRecord("200", "Town04", "dev", ("Accident", "ParkingExit"), 500.0)
@@ -33,10 +35,14 @@ def populated(store: Store) -> Store:
         *make_episode(1, route=PARKING, distance_m=1000.0, n_takeovers=3, checkpoint_sha256=SHA,
                       reasons=("red_light", "red_light", "predicted_collision"), speeds_mps=(5.0, 9.0, 4.0))
     )  # fmt: skip
-    store.ingest_episode(
-        *make_episode(2, route=PARKING, distance_m=500.0, n_takeovers=1, checkpoint_sha256=SHA,
-                      reasons=("predicted_collision",), speeds_mps=(3.0,))
-    )  # fmt: skip
+    # ... the collision of episode 2 fired as a plan deviation the collision explains (monitor severity)
+    episode, takeovers, clips = make_episode(2, route=PARKING, distance_m=500.0, n_takeovers=1,
+                                             checkpoint_sha256=SHA, reasons=("predicted_collision",),
+                                             speeds_mps=(3.0,))  # fmt: skip
+    explained = dataclasses.replace(
+        takeovers[0], severity={**takeovers[0].severity, DEVIATION_EXPLAINED: 1.0}
+    )
+    store.ingest_episode(episode, [explained], clips)
     store.ingest_episode(
         *make_episode(3, route=PARKING, distance_m=2000.0, n_takeovers=1, iteration=1,
                       reasons=("red_light",), speeds_mps=(12.0,))
@@ -125,10 +131,18 @@ def test_readme_has_example_queries() -> None:
     assert len(_readme_queries()) >= 5
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_readme_example_queries_run_read_only(populated: Store, db_url: URL, index: int) -> None:
     queries = _readme_queries()
     if index >= len(queries):
         pytest.skip("fewer examples in the README")
     result = run_read_only_query(db_url, queries[index])
     assert result.columns and result.rows, queries[index]
+
+
+def test_readme_query_finds_deviations_reported_as_their_hazard(populated: Store, db_url: URL) -> None:
+    # Given the populated runs, where one predicted_collision fired as an explained plan deviation
+    query = next(q for q in _readme_queries() if DEVIATION_EXPLAINED in q)
+    # When the README's query runs, then it finds exactly that takeover
+    rows = [tuple(r) for r in run_read_only_query(db_url, query).rows]
+    assert rows == [("predicted_collision", 1)]
