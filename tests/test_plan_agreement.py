@@ -142,7 +142,8 @@ def test_hand_backs_are_counted_standing_and_retaken(tmp_path: Path):
             stored = store.list_takeovers(run="r", phases=["eval_takeover"], iteration=iteration)
             return handback_summary(ticks, stored, config, retake_s)
 
-        # when the hand-backs are summarized with a 2 s retake window, then two were handed back, the first standing (0.5 m/s < stuck_expert_speed_mps) and retaken
+        # when the hand-backs are summarized with a 2 s retake window, then two were handed back, the
+        # first standing (0.5 m/s < stuck_expert_speed_mps) and retaken
         assert summary(1, retake_s=2.0) == HandbackSummary(3, 2, 1, 1, 1, 2.0)
         # and a window shorter than the 1 s gap retakes none; another iteration has nothing
         assert summary(1, retake_s=0.5).retaken == 0
