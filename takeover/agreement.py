@@ -17,12 +17,21 @@ how many of those while the expert's own plan stood (its target speeds below the
 `stuck_expert_speed_mps`: the expert waited out a hazard, and two standing plans agree trivially), and
 how many were taken back within `retake_s` of the hand-back. Standing and quickly retaken together is
 the monitor handing the wheel to and fro at one hazard (`handback_expert_speed_mps` is the remedy).
+
+`onset_summary` reads how early the plans parted before each takeover: walking back from the trigger
+over the policy's stored ticks, the *onset* is the first tick after the last one whose plans agreed.
+Where the walk reaches the first stored tick without meeting agreement, the onset lies before the
+stored window (`episode.pre_window_s` is too short to hold it, and DAgger never sees the states where the
+policy first went its own way); where it reaches the policy getting the wheel (the episode start or a
+hand-back), the plans never agreed since.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,6 +48,7 @@ POLICY_PLAN = "policy_waypoints_ego"
 EXPERT_PLAN = "expert_waypoints_ego"
 EXPERT_SPEEDS = "expert_speeds"  # (T, K) target speeds of the expert's plan, m/s
 UPPER_PERCENTILE = 75.0
+TICK_KEY_STRIDE = 1 << 32  # (episode, tick) -> one sortable int64: ticks per episode stay below this
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,11 @@ def summarize(gaps: PlanGaps, config: MonitorConfig) -> list[AgreementRow]:
     return rows
 
 
+def tick_key(episode_id: np.ndarray | int, frame: np.ndarray | int) -> np.ndarray:
+    """(episode, tick) as one sortable int64."""
+    return np.asarray(episode_id, np.int64) * TICK_KEY_STRIDE + np.asarray(frame, np.int64)
+
+
 @dataclass(frozen=True)
 class StoredTicks:
     """One row per stored tick of a set of episodes, read from their clips in one pass (a tick stored in
@@ -111,6 +126,7 @@ class StoredTicks:
 
     episode_id: np.ndarray  # (N,) int64
     frame: np.ndarray  # (N,) int64 episode tick
+    time_s: np.ndarray  # (N,) simulated time of the tick
     expert_drove: np.ndarray  # (N,) bool
     ade_m: np.ndarray  # (N,) plan gaps (module docstring)
     fde_m: np.ndarray  # (N,)
@@ -122,11 +138,24 @@ class StoredTicks:
         both = ~np.isnan(self.ade_m)
         return PlanGaps(self.ade_m[both], self.fde_m[both], self.lead_m[both], self.expert_drove[both])
 
+    @cached_property
+    def by_tick(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted (episode, tick) keys, the row order that sorts them): ticks found by binary search."""
+        key = tick_key(self.episode_id, self.frame)
+        order = np.argsort(key, kind="stable")
+        return key[order], order
+
+    def find(self, episode_id: int, frame: int) -> int | None:
+        """The row of this tick, None where no clip holds it."""
+        keys, order = self.by_tick
+        i = int(np.searchsorted(keys, tick_key(episode_id, frame)))
+        return int(order[i]) if i < len(keys) and keys[i] == tick_key(episode_id, frame) else None
+
     def expert_stood(self, episode_id: int, frame: int, config: MonitorConfig) -> bool:
         """The expert's plan stood at this tick (its target speeds below `stuck_expert_speed_mps`);
         False where no clip holds the tick or its speeds."""
-        at = (self.episode_id == episode_id) & (self.frame == frame)
-        return bool((self.expert_max_speed_mps[at] < config.stuck_expert_speed_mps).any())
+        row = self.find(episode_id, frame)
+        return row is not None and bool(self.expert_max_speed_mps[row] < config.stuck_expert_speed_mps)
 
 
 def stored_ticks(store: Store, run: str, phases: Sequence[str], iteration: int | None = None) -> StoredTicks:
@@ -150,10 +179,11 @@ def stored_ticks(store: Store, run: str, phases: Sequence[str], iteration: int |
         speeds = arrays.get(EXPERT_SPEEDS)
         top = np.max(speeds[fresh], axis=1, initial=-np.inf) if speeds is not None else np.full(count, np.nan)
         episode = np.full(count, clip.episode_id, np.int64)
-        parts.append((episode, ticks[fresh], arrays["driver"][fresh] == DRIVER_EXPERT, ade, fde, lead, top))
+        expert_drove = arrays["driver"][fresh] == DRIVER_EXPERT
+        parts.append((episode, ticks[fresh], arrays["time_s"][fresh], expert_drove, ade, fde, lead, top))
     if not parts:
         z = np.zeros(0)
-        return StoredTicks(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool), z, z, z, z)
+        return StoredTicks(np.zeros(0, np.int64), np.zeros(0, np.int64), z, np.zeros(0, bool), z, z, z, z)
     return StoredTicks(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
@@ -190,13 +220,100 @@ def handback_summary(
     return HandbackSummary(len(takeovers), handed, standing, retaken, both, retake_s)
 
 
+class OnsetKind(StrEnum):
+    """Where the walk back from a trigger stopped (module docstring)."""
+
+    IN_WINDOW = "in_window"  # at a stored tick whose plans agreed
+    SINCE_WHEEL = "since_wheel"  # at the episode start or the expert's last tick: never agreed since
+    BEFORE_WINDOW = "before_window"  # at the first stored tick: the onset lies earlier
+
+
+@dataclass(frozen=True)
+class Onset:
+    """How early the plans parted before one takeover."""
+
+    takeover_id: int
+    reason: str
+    lead_s: float  # trigger time - onset time (a lower bound for BEFORE_WINDOW)
+    window_s: float  # trigger time - first tick of the stored policy ticks leading to it
+    kind: OnsetKind
+
+
+@dataclass(frozen=True)
+class OnsetSummary:
+    """The onsets of a set of takeovers (those whose policy tick just before the trigger is stored)."""
+
+    takeovers: int
+    in_window: int
+    since_wheel: int
+    before_window: int
+    lead_median_s: float  # NaN without takeovers
+    lead_p75_s: float
+    window_median_s: float
+
+
+def takeover_onsets(
+    ticks: StoredTicks, takeovers: Sequence[TakeoverInfo], config: MonitorConfig
+) -> list[Onset]:
+    """The onset (module docstring) of each takeover whose policy tick just before the trigger is stored
+    with both plans."""
+    key, order = ticks.by_tick
+    frame, time_s = ticks.frame[order], ticks.time_s[order]
+    expert_drove = ticks.expert_drove[order]
+    policy = ~expert_drove & ~np.isnan(ticks.ade_m[order])
+    agree = np.zeros(len(order), bool)
+    agree[policy] = plans_agree(ticks.ade_m[order][policy], ticks.fde_m[order][policy], config)
+    # runs of consecutive stored policy ticks; run_start[i] = the first tick of i's run
+    follows = np.zeros(len(order), bool)
+    follows[1:] = (key[1:] == key[:-1] + 1) & policy[1:] & policy[:-1]
+    run_start = np.maximum.accumulate(np.where(follows, 0, np.arange(len(order))))
+    onsets = []
+    for t in takeovers:
+        i = int(np.searchsorted(key, tick_key(t.episode_id, t.frame - 1)))
+        if i == len(key) or key[i] != tick_key(t.episode_id, t.frame - 1) or not policy[i]:
+            continue
+        start = int(run_start[i])
+        agreed = np.flatnonzero(agree[start : i + 1])
+        if agreed.size:
+            kind, onset = OnsetKind.IN_WINDOW, start + int(agreed[-1]) + 1
+        else:
+            after_expert = start > 0 and key[start - 1] == key[start] - 1 and bool(expert_drove[start - 1])
+            kind = OnsetKind.SINCE_WHEEL if frame[start] == 0 or after_expert else OnsetKind.BEFORE_WINDOW
+            onset = start
+        onset_s = float(time_s[onset]) if onset <= i else float(t.time_s)
+        onsets.append(Onset(t.id, t.reason, float(t.time_s) - onset_s, float(t.time_s - time_s[start]), kind))
+    return onsets
+
+
+def onset_summary(onsets: Sequence[Onset]) -> OnsetSummary:
+    """Counts per kind and the spread of the lead and window times."""
+    leads = np.asarray([o.lead_s for o in onsets])
+    windows = np.asarray([o.window_s for o in onsets])
+    count = {kind: sum(o.kind is kind for o in onsets) for kind in OnsetKind}
+    nan = float("nan")
+    return OnsetSummary(
+        takeovers=len(onsets),
+        in_window=count[OnsetKind.IN_WINDOW],
+        since_wheel=count[OnsetKind.SINCE_WHEEL],
+        before_window=count[OnsetKind.BEFORE_WINDOW],
+        lead_median_s=float(np.median(leads)) if leads.size else nan,
+        lead_p75_s=float(np.percentile(leads, UPPER_PERCENTILE)) if leads.size else nan,
+        window_median_s=float(np.median(windows)) if windows.size else nan,
+    )
+
+
 __all__ = [
     "AgreementRow",
     "HandbackSummary",
+    "Onset",
+    "OnsetKind",
+    "OnsetSummary",
     "PlanGaps",
     "StoredTicks",
     "handback_summary",
+    "onset_summary",
     "plan_gaps",
     "stored_ticks",
     "summarize",
+    "takeover_onsets",
 ]

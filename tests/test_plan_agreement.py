@@ -10,15 +10,21 @@ import numpy as np
 import pytest
 from postgres import TICK_S, make_clip_arrays, make_episode
 
-from storage.records import ClipRecord
+from storage.records import ClipRecord, TakeoverInfo
 from storage.store import Store
 from takeover.agreement import (
     HandbackSummary,
+    Onset,
+    OnsetKind,
+    OnsetSummary,
     PlanGaps,
+    StoredTicks,
     handback_summary,
+    onset_summary,
     plan_gaps,
     stored_ticks,
     summarize,
+    takeover_onsets,
 )
 from takeover.cli import main
 from takeover.monitor import MonitorConfig
@@ -114,6 +120,7 @@ def test_the_command_prints_the_table_and_says_when_nothing_is_stored(
     out = capsys.readouterr().out
     assert "expert" in out and "policy" in out and "deviate %" in out
     assert "hand-backs: 0 of 0 takeovers" in out
+    assert "divergence onset: no takeover" in out
     assert main(["agreement", "--run", "nobody", *common]) == 1
     assert "no stored ticks" in capsys.readouterr().out
 
@@ -148,3 +155,54 @@ def test_hand_backs_are_counted_standing_and_retaken(tmp_path: Path):
         # and a window shorter than the 1 s gap retakes none; another iteration has nothing
         assert summary(1, retake_s=0.5).retaken == 0
         assert summary(2, retake_s=2.0) == HandbackSummary(0, 0, 0, 0, 0, 2.0)
+
+
+def ticks_of(episode_id: int, frames: range, expert: range, agree: range) -> StoredTicks:
+    """Stored ticks of one episode: the expert drove `expert`, the plans agree (ADE 0.5 m) on `agree` and
+    are 5 m apart elsewhere."""
+    f = np.asarray(frames, np.int64)
+    gap = np.where(np.isin(f, agree), 0.5, 5.0)
+    return StoredTicks(np.full(f.size, episode_id, np.int64), f, f * TICK_S, np.isin(f, expert), gap, gap,
+                       gap, np.full(f.size, np.nan))  # fmt: skip
+
+
+def trigger(takeover_id: int, episode_id: int, frame: int) -> TakeoverInfo:
+    return TakeoverInfo(takeover_id, episode_id, 0, frame, frame * TICK_S, 0.0, 0.0, None, 8.0,
+                        "plan_deviation", None, None, {}, "ego", [], [], None, None)  # fmt: skip
+
+
+def test_divergence_onsets_are_found_walking_back_from_each_trigger():
+    config = MonitorConfig()
+    # given episode 1 stored from its start: plans agree up to tick 29, the policy parts at 30 and is
+    # taken over at 40; the expert drives 40..59; the policy never agrees from 60 to its retake at 80
+    one = ticks_of(1, range(0, 100), expert=range(40, 60), agree=range(0, 30))
+    # ... episode 2 stored from tick 100 (a 2 s pre-takeover window) without agreement, taken over at
+    # 140, and again at 160 right after agreeing on tick 159
+    two = ticks_of(2, range(100, 170), expert=range(140, 150), agree=range(150, 160))
+    # ... episode 3 from its start without agreement (taken over at 20), and a takeover whose
+    # tick before the trigger no clip holds (episode 4)
+    three = ticks_of(3, range(0, 30), expert=range(20, 30), agree=range(0))
+    ticks = StoredTicks(
+        *(np.concatenate(c) for c in zip(*(dataclasses.astuple(t) for t in (two, one, three)), strict=True))
+    )
+    takeovers = [trigger(1, 1, 40), trigger(2, 1, 80), trigger(3, 2, 140), trigger(4, 2, 160),
+                 trigger(5, 3, 20), trigger(6, 4, 10)]  # fmt: skip
+    # when the onsets are found
+    onsets = takeover_onsets(ticks, takeovers, config)
+    # then each is the first tick after the last agreement, or where the walk ran out, and why
+    expected = [
+        Onset(1, "plan_deviation", 10 * TICK_S, 40 * TICK_S, OnsetKind.IN_WINDOW),
+        Onset(2, "plan_deviation", 20 * TICK_S, 20 * TICK_S, OnsetKind.SINCE_WHEEL),
+        Onset(3, "plan_deviation", 40 * TICK_S, 40 * TICK_S, OnsetKind.BEFORE_WINDOW),
+        Onset(4, "plan_deviation", 0.0, 10 * TICK_S, OnsetKind.IN_WINDOW),
+        Onset(5, "plan_deviation", 20 * TICK_S, 20 * TICK_S, OnsetKind.SINCE_WHEEL),
+    ]
+    assert [o.takeover_id for o in onsets] == [1, 2, 3, 4, 5]
+    for got, want in zip(onsets, expected, strict=True):
+        assert got.kind is want.kind and got.lead_s == pytest.approx(want.lead_s)
+        assert got.window_s == pytest.approx(want.window_s)
+    # and the summary counts the kinds and takes the spread of the leads (0, 0.5, 1, 1, 2 s)
+    summary = onset_summary(onsets)
+    assert (summary.takeovers, summary.in_window, summary.since_wheel, summary.before_window) == (5, 2, 2, 1)
+    assert summary.lead_median_s == pytest.approx(1.0) and summary.window_median_s == pytest.approx(1.0)
+    assert onset_summary([]) == OnsetSummary(0, 0, 0, 0, *([pytest.approx(np.nan, nan_ok=True)] * 3))

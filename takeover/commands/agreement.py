@@ -7,7 +7,9 @@ Per driver (policy / expert): median and 75th-percentile ADE and FDE between the
 of the policy's final waypoint, and the share of ticks within the monitor's hand-back thresholds and
 beyond its plan_deviation thresholds (conf/monitor.yaml; `--monitor-set` overrides). The table explains
 the expert's share of the driving: the expert keeps the wheel until the plans agree. A line below it
-counts the hand-backs: made while the expert's own plan stood, and retaken within `--retake-s`.
+counts the hand-backs: made while the expert's own plan stood, and retaken within `--retake-s`. A last
+line says how early before each trigger the plans parted, and how often that lies before the stored
+pre-takeover window (then DAgger never sees where the policy first went its own way).
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import json
 
 from rich.table import Table
 
-from takeover.agreement import AgreementRow, HandbackSummary, handback_summary, stored_ticks, summarize
+from takeover.agreement import (
+    AgreementRow,
+    HandbackSummary,
+    OnsetSummary,
+    handback_summary,
+    onset_summary,
+    stored_ticks,
+    summarize,
+    takeover_onsets,
+)
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.monitor import load_monitor_config
 
@@ -46,6 +57,18 @@ def handback_line(h: HandbackSummary) -> str:
     )
 
 
+def onset_line(o: OnsetSummary) -> str:
+    if not o.takeovers:
+        return "divergence onset: no takeover has the policy's tick before its trigger stored"
+    hint = " (lengthen episode.pre_window_s)" if o.before_window else ""
+    return (
+        f"divergence onset: of {o.takeovers} takeovers, the plans last agreed {o.lead_median_s:.1f} s before "
+        f"the trigger (median; p75 {o.lead_p75_s:.1f} s) within {o.window_median_s:.1f} s of stored policy "
+        f"driving; {o.in_window} within the window, {o.since_wheel} never agreed since the policy got the "
+        f"wheel, {o.before_window} before the window{hint}"
+    )
+
+
 def cmd_agreement(args: argparse.Namespace) -> int:
     config = load_monitor_config(list(args.monitor_set or []))
     with open_store(args.db_url, args.clip_root) as store:
@@ -53,9 +76,11 @@ def cmd_agreement(args: argparse.Namespace) -> int:
         takeovers = store.list_takeovers(run=args.run, phases=args.phases, iteration=args.iteration)
     rows = summarize(ticks.plan_gaps(), config)
     handbacks = handback_summary(ticks, takeovers, config, args.retake_s)
+    onsets = onset_summary(takeover_onsets(ticks, takeovers, config))
     if args.json:
         print(json.dumps({"drivers": [dataclasses.asdict(r) for r in rows],
-                          "handbacks": dataclasses.asdict(handbacks)}, indent=2))  # fmt: skip
+                          "handbacks": dataclasses.asdict(handbacks),
+                          "onsets": dataclasses.asdict(onsets)}, indent=2))  # fmt: skip
         return 0
     out = console()
     if not rows:
@@ -64,6 +89,7 @@ def cmd_agreement(args: argparse.Namespace) -> int:
     where = f"run {args.run}" + (f" iteration {args.iteration}" if args.iteration is not None else "")
     out.print(agreement_table(f"policy vs expert plan, {where}, phases {', '.join(args.phases)}", rows))
     out.print(handback_line(handbacks))
+    out.print(onset_line(onsets))
     return 0
 
 
@@ -87,4 +113,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_agreement)
 
 
-__all__ = ["agreement_table", "cmd_agreement", "handback_line", "register"]
+__all__ = ["agreement_table", "cmd_agreement", "handback_line", "onset_line", "register"]
