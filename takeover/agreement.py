@@ -18,7 +18,7 @@ how many of those while the expert's own plan stood (its target speeds below the
 how many were taken back within `retake_s` of the hand-back. Standing and quickly retaken together is
 the monitor handing the wheel to and fro at one hazard (`handback_expert_speed_mps` is the remedy).
 
-`onset_summary` reads how early the plans parted before each takeover: walking back from the trigger
+`takeover_onsets` reads how early the plans parted before each takeover: walking back from the trigger
 over the policy's stored ticks, the *onset* is the first tick after the last one whose plans agreed.
 Where the walk reaches the first stored tick without meeting agreement, the onset lies before the
 stored window (`episode.pre_window_s` is too short to hold it, and DAgger never sees the states where the
@@ -145,11 +145,17 @@ class StoredTicks:
         order = np.argsort(key, kind="stable")
         return key[order], order
 
+    def sorted_position(self, episode_id: int, frame: int) -> int | None:
+        """Where this tick is in `by_tick`'s order, None where no clip holds it."""
+        keys, _ = self.by_tick
+        key = tick_key(episode_id, frame)
+        i = int(np.searchsorted(keys, key))
+        return i if i < len(keys) and keys[i] == key else None
+
     def find(self, episode_id: int, frame: int) -> int | None:
         """The row of this tick, None where no clip holds it."""
-        keys, order = self.by_tick
-        i = int(np.searchsorted(keys, tick_key(episode_id, frame)))
-        return int(order[i]) if i < len(keys) and keys[i] == tick_key(episode_id, frame) else None
+        i = self.sorted_position(episode_id, frame)
+        return None if i is None else int(self.by_tick[1][i])
 
     def expert_stood(self, episode_id: int, frame: int, config: MonitorConfig) -> bool:
         """The expert's plan stood at this tick (its target speeds below `stuck_expert_speed_mps`);
@@ -259,18 +265,18 @@ def takeover_onsets(
     with both plans."""
     key, order = ticks.by_tick
     frame, time_s = ticks.frame[order], ticks.time_s[order]
-    expert_drove = ticks.expert_drove[order]
-    policy = ~expert_drove & ~np.isnan(ticks.ade_m[order])
+    expert_drove, ade, fde = ticks.expert_drove[order], ticks.ade_m[order], ticks.fde_m[order]
+    policy = ~expert_drove & ~np.isnan(ade)
     agree = np.zeros(len(order), bool)
-    agree[policy] = plans_agree(ticks.ade_m[order][policy], ticks.fde_m[order][policy], config)
+    agree[policy] = plans_agree(ade[policy], fde[policy], config)
     # runs of consecutive stored policy ticks; run_start[i] = the first tick of i's run
     follows = np.zeros(len(order), bool)
     follows[1:] = (key[1:] == key[:-1] + 1) & policy[1:] & policy[:-1]
     run_start = np.maximum.accumulate(np.where(follows, 0, np.arange(len(order))))
     onsets = []
     for t in takeovers:
-        i = int(np.searchsorted(key, tick_key(t.episode_id, t.frame - 1)))
-        if i == len(key) or key[i] != tick_key(t.episode_id, t.frame - 1) or not policy[i]:
+        i = ticks.sorted_position(t.episode_id, t.frame - 1)
+        if i is None or not policy[i]:
             continue
         start = int(run_start[i])
         agreed = np.flatnonzero(agree[start : i + 1])
