@@ -6,14 +6,20 @@ Before/after compares v0 with the final incumbent (the last promoted checkpoint)
     DPK ratio  = DPK_final / DPK_v0                                 (0.5 = disengagements per km halved)
 where DS is the mean driving score and DPK the disengagements per km on the held-out routes; beside
 them the expert's share of the driving time and the share of episodes without a takeover.
+
+Replicates (the same recipe run with other rollout and training seeds) are summarised per iteration
+by the incumbent's mean and sample standard deviation over the runs,
+    mean = (1/n) sum_i x_i,    sd = sqrt( sum_i (x_i - mean)^2 / (n - 1) ),
+and the final DS change and DPK ratio above are computed per run, then summarised the same way.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from sqlalchemy import text
@@ -201,6 +207,155 @@ def ablation_table(arms: Sequence[LoopResult]) -> Table:
     return table
 
 
+@dataclass(frozen=True)
+class Spread:
+    """One metric over replicate runs (module docstring for mean and sd)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def sd(self) -> float | None:
+        """Sample standard deviation; None for a single run."""
+        n = len(self.values)
+        if n < 2:
+            return None
+        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (n - 1))
+
+    def format(self, spec: str) -> str:
+        """`mean ± sd (min-max)`, or the single value."""
+        if len(self.values) == 1:
+            return format(self.values[0], spec)
+        sd = self.sd if self.sd is not None else 0.0
+        return (
+            f"{format(self.mean, spec)} ± {format(sd, spec)} "
+            f"({format(min(self.values), spec)}-{format(max(self.values), spec)})"
+        )
+
+
+def spread(values: Sequence[float | None]) -> Spread | None:
+    """The spread of the known values (None when none is known)."""
+    known = tuple(v for v in values if v is not None)
+    return Spread(known) if known else None
+
+
+@dataclass(frozen=True)
+class ReplicateRow:
+    """One iteration over replicate runs: the incumbent after it, and how many runs promoted."""
+
+    iteration: int
+    driving_score: Spread | None
+    disengagements_per_km: Spread | None
+    expert_share: Spread | None
+    promoted: int
+
+
+@dataclass(frozen=True)
+class ReplicateSummary:
+    runs: tuple[str, ...]
+    rows: tuple[ReplicateRow, ...]  # iterations every run has finished
+    ds_change_pct: Spread | None  # per run: final incumbent vs its v0
+    dpk_ratio: Spread | None
+
+
+def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
+    """Mean and spread per iteration of the incumbent over replicate runs of one recipe.
+
+    Only the iterations that every run has finished are summarised, so that each row averages the
+    same number of runs; the final change and ratio are each run's own (its final incumbent vs v0).
+    """
+    if not loops:
+        raise ValueError("replicate_summary needs at least one run")
+    depth = min(len(loop.iterations) for loop in loops)
+    per_run = [iteration_rows(loop)[:depth] for loop in loops]
+    rows = []
+    for k in range(depth):
+        incumbents = [rows_of_run[k] for rows_of_run in per_run]
+        shares = [_incumbent_expert_share(loop, k) for loop in loops]
+        rows.append(
+            ReplicateRow(
+                iteration=k,
+                driving_score=spread([r.incumbent_driving_score for r in incumbents]),
+                disengagements_per_km=spread([r.incumbent_disengagements_per_km for r in incumbents]),
+                expert_share=spread([_percent(s) for s in shares]),
+                promoted=sum(r.promoted for r in incumbents),
+            )
+        )
+    finals = [before_after(replace(loop, iterations=loop.iterations[:depth])) for loop in loops]
+    return ReplicateSummary(
+        runs=tuple(loop.run for loop in loops),
+        rows=tuple(rows),
+        ds_change_pct=spread([ba.ds_change_pct for ba in finals]),
+        dpk_ratio=spread([ba.dpk_ratio for ba in finals]),
+    )
+
+
+def _incumbent_expert_share(loop: LoopResult, k: int) -> float | None:
+    ev = loop.evaluation_of(loop.iterations[k].incumbent_after)
+    return ev.expert_share if ev else None
+
+
+def _spread_cell(value: Spread | None, spec: str) -> str:
+    return MISSING if value is None else value.format(spec)
+
+
+def replicate_table(summary: ReplicateSummary) -> Table:
+    n = len(summary.runs)
+    table = Table(
+        title=f"{n} replicate runs ({', '.join(summary.runs)}): the incumbent per iteration, "
+        "mean ± sd (min-max)"
+    )
+    for column in ("iter", "DS", "dis/km", "expert %", "promoted"):
+        table.add_column(column)
+    for row in summary.rows:
+        table.add_row(
+            str(row.iteration), _spread_cell(row.driving_score, ".1f"),
+            _spread_cell(row.disengagements_per_km, ".2f"), _spread_cell(row.expert_share, ".0f"),
+            f"{row.promoted} of {n}",
+        )  # fmt: skip
+    table.add_row(
+        "final vs v0",
+        f"{_spread_cell(summary.ds_change_pct, '+.1f')} %",
+        f"x {_spread_cell(summary.dpk_ratio, '.2f')}",
+        "",
+        "",
+    )
+    return table
+
+
+def plot_replicates(summary: ReplicateSummary, path: str | Path) -> Path:
+    """The incumbent's mean DS and disengagements per km per iteration, with a ± sd band and each
+    run's range as error bars (min-max); saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=PLOT_SIZE_IN)
+    metrics = (
+        ("driving_score", "driving score (held-out routes)"),
+        ("disengagements_per_km", "disengagements per km"),
+    )
+    for ax, (field_name, ylabel) in zip(axes, metrics, strict=True):
+        points = [(r.iteration, getattr(r, field_name)) for r in summary.rows]
+        points = [(k, s) for k, s in points if s is not None]
+        ks = [k for k, _ in points]
+        means = [s.mean for _, s in points]
+        sds = [s.sd or 0.0 for _, s in points]
+        ax.plot(ks, means, "o-", label=f"mean of {len(summary.runs)} runs")
+        ax.fill_between(ks, [m - d for m, d in zip(means, sds, strict=True)],
+                        [m + d for m, d in zip(means, sds, strict=True)], alpha=0.25, label="± sd")  # fmt: skip
+        ax.vlines(ks, [min(s.values) for _, s in points], [max(s.values) for _, s in points],
+                  colors="grey", label="min-max")  # fmt: skip
+        ax.set(xlabel="iteration", ylabel=ylabel)
+        _style_iteration_axis(ax)
+    fig.suptitle(f"incumbent per iteration over replicates: {', '.join(summary.runs)}", fontsize="medium")
+    return _save_figure(fig, path)
+
+
 def eval_table(result: EvalResult) -> Table:
     """Per route: scores averaged over seeds and disengagements per km; then the totals."""
     name = Path(result.checkpoint_path).name
@@ -247,10 +402,20 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
     ax_ds.set(xlabel="iteration", ylabel="driving score (held-out routes)", title="driving score")
     ax_dpk.set(xlabel="iteration", ylabel="disengagements per km", title="disengagement rate")
     for ax in (ax_ds, ax_dpk):
-        ax.set_ylim(bottom=0.0)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _style_iteration_axis(ax)
+    return _save_figure(fig, path)
+
+
+def _style_iteration_axis(ax: Any) -> None:
+    ax.set_ylim(bottom=0.0)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _save_figure(fig: Any, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,16 @@ from takeover.iteration import (
     run_iteration,
     run_loop,
 )
-from takeover.report import before_after_table, iteration_table, loop_markdown
+from takeover.report import (
+    Spread,
+    before_after_table,
+    iteration_table,
+    loop_markdown,
+    plot_iterations,
+    plot_replicates,
+    replicate_summary,
+    replicate_table,
+)
 from takeover.training import TrainResult
 
 EVAL_EPISODE_S = 40.0  # the stand-in evaluation: one 40 s episode with takeovers ...
@@ -183,7 +192,7 @@ def test_the_candidate_is_promoted_only_when_it_beats_the_incumbent(
 
 
 def test_the_reports_show_the_expert_share_beside_disengagements(
-    fakes: Fakes, store: Store, config: IterationConfig
+    fakes: Fakes, store: Store, config: IterationConfig, tmp_path: Path
 ):
     # given v0 at DS 10 (9 takeovers, the expert drives 18 of 40 s) and a candidate at DS 50 (5: 10 of 40 s)
     fakes.ds = {"bc": 10.0, "dpo-1": 50.0}
@@ -198,6 +207,7 @@ def test_the_reports_show_the_expert_share_beside_disengagements(
     assert [cell.strip() for cell in expert_row.split("│")][2:5] == ["45.0", "25.0", "-20.0"]
     assert any("expert %" in line for line in lines)
     assert "45 % -> 25 %" in loop_markdown(loop)
+    assert plot_iterations(loop, tmp_path / "plot" / "iterations.png").stat().st_size > 0
 
 
 def test_dagger_only_ablation_skips_dpo_and_evaluates_the_dagger_checkpoint(
@@ -288,3 +298,41 @@ def test_each_iteration_rolls_out_on_fresh_seeds(fakes: Fakes, store: Store, con
     rollouts = [fakes.seeds[("takeover", k)] for k in (1, 2, 3)]
     assert rollouts == [[0, 1], [1000, 1001], [2000, 2001]]
     assert fakes.seeds[("expert", 0)] == [0, 1]
+
+
+def test_replicates_are_summarised_per_iteration_by_mean_and_spread(
+    fakes: Fakes, store: Store, config: IterationConfig, tmp_path: Path
+):
+    # given a shared v0 at DS 10 (9 takeovers in 200 m: 45 /km) and three replicate runs from it whose
+    # iteration-1 candidates score DS 30, 50 and 70 (7, 5, 3 takeovers: 35, 25, 15 /km); the third
+    # run also has an iteration 2
+    fakes.ds = {"bc": 10.0}
+    run_iteration("base", 0, config, store)
+    loops = []
+    for run, ds in (("a", 30.0), ("b", 50.0), ("c", 70.0)):
+        fakes.ds = {"bc": 10.0, "dpo-1": ds, "dpo-2": 90.0}
+        loops.append(run_loop(run, 2 if run == "c" else 1, configure(config, base_run="base"), store))
+    # when they are summarised as replicates
+    summary = replicate_summary(loops)
+    # then only the iterations all three finished are rows, each the incumbent's mean and sample sd
+    assert [row.iteration for row in summary.rows] == [0, 1]
+    first = summary.rows[1]
+    assert first.driving_score is not None and first.disengagements_per_km is not None
+    assert (first.driving_score.mean, first.driving_score.sd) == pytest.approx((50.0, 20.0))
+    assert (first.disengagements_per_km.mean, first.disengagements_per_km.sd) == pytest.approx((25.0, 10.0))
+    assert first.promoted == 3
+    # and the final change is each run's own at that depth: +200, +400, +600 %; x 35/45, 25/45, 15/45
+    assert summary.ds_change_pct is not None and summary.dpk_ratio is not None
+    assert summary.ds_change_pct.values == pytest.approx((200.0, 400.0, 600.0))
+    assert (summary.dpk_ratio.mean, summary.dpk_ratio.sd) == pytest.approx((25.0 / 45.0, 10.0 / 45.0))
+    out = Console(record=True, width=250)
+    out.print(replicate_table(summary))
+    text_out = out.export_text()
+    assert "50.0 ± 20.0 (30.0-70.0)" in text_out and "3 of 3" in text_out
+    assert plot_replicates(summary, tmp_path / "rep.png").stat().st_size > 0
+
+
+def test_a_single_value_has_no_spread():
+    assert Spread((7.0,)).sd is None
+    assert Spread((7.0,)).format(".1f") == "7.0"
+    assert Spread((1.0, 3.0)).format(".1f") == "2.0 ± 1.4 (1.0-3.0)"

@@ -3,6 +3,8 @@
     takeover iterate --run town01 --iterations 3 --seeds 0 1 2
     takeover iterate --run town01-dagger --from-run town01 --iterations 3 --seeds 0 1 2 --no-dpo \\
         --compare town01 --plot runs/ablation.png
+    takeover iterate --run town01-s1 --from-run town01 --iterations 3 --set 'collect_seeds=[1]' \
+        --train-set dagger.loop.seed=1 --train-set dpo.loop.seed=1 --replicates town01 --plot runs/replicates.png
     takeover evaluate --checkpoint runs/town01/ckpt/dagger-1.pt --routes builtin:eval --seeds 0 1 2
 
 `iterate` runs the bootstrap (demonstrations + BC = v0, evaluated) when the run has none, then
@@ -37,12 +39,17 @@ from takeover.iteration import (
     run_loop,
 )
 from takeover.report import (
+    ReplicateSummary,
+    Spread,
     ablation_table,
     before_after,
     before_after_table,
     eval_table,
     iteration_table,
     plot_iterations,
+    plot_replicates,
+    replicate_summary,
+    replicate_table,
 )
 
 PIPED_WIDTH_CHARS = 200
@@ -93,15 +100,23 @@ def cmd_iterate(args: argparse.Namespace) -> int:
             on_iteration=None if args.json else (lambda r: _progress_line(r, out)),
         )  # fmt: skip
         others = [read_loop(store, name) for name in args.compare or []]
+        replicates = [read_loop(store, name) for name in args.replicates or []]
+    summary = replicate_summary([loop, *replicates]) if replicates else None
     if args.plot:
-        plot_iterations(loop, args.plot, others)
+        if summary is not None:
+            plot_replicates(summary, args.plot)
+        else:
+            plot_iterations(loop, args.plot, others)
     if args.json:
-        print(json.dumps(loop_json(loop), indent=2))
+        print(json.dumps({**loop_json(loop), **({"replicates": replicate_json(summary)} if summary else {})},
+                         indent=2))  # fmt: skip
         return 0
     out.print(iteration_table(loop))
     out.print(before_after_table(loop))
     if others:
         out.print(ablation_table([loop, *others]))
+    if summary is not None:
+        out.print(replicate_table(summary))
     if args.plot:
         out.print(f"plot: {args.plot}")
     return 0
@@ -128,6 +143,27 @@ def loop_json(loop: LoopResult) -> dict[str, object]:
         ],
         "ds_change_pct": ba.ds_change_pct,
         "disengagements_per_km_ratio": ba.dpk_ratio,
+    }
+
+
+def replicate_json(summary: ReplicateSummary) -> dict[str, object]:
+    def values(spread: Spread | None) -> list[float]:
+        return list(spread.values) if spread else []
+
+    return {
+        "runs": list(summary.runs),
+        "iterations": [
+            {
+                "iteration": row.iteration,
+                "driving_score": values(row.driving_score),
+                "disengagements_per_km": values(row.disengagements_per_km),
+                "expert_share_pct": values(row.expert_share),
+                "promoted": row.promoted,
+            }
+            for row in summary.rows
+        ],
+        "ds_change_pct": values(summary.ds_change_pct),
+        "disengagements_per_km_ratio": values(summary.dpk_ratio),
     }
 
 
@@ -182,6 +218,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dpo", action="store_true", help="the DAgger-only ablation (use_dpo=false)")
     p.add_argument("--from-run", metavar="RUN", help="share RUN's demonstrations, v0 and v0's evaluation")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="also tabulate these runs (the ablation)")
+    p.add_argument(
+        "--replicates", nargs="+", metavar="RUN",
+        help="runs of the same recipe with other seeds: also print the mean ± sd per iteration (--plot draws it)",
+    )  # fmt: skip
     p.add_argument("--plot", type=Path, help="save the DS and disengagement-rate plot here (PNG)")
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override conf/loop.yaml's iterate section"
