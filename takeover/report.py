@@ -226,13 +226,13 @@ class Spread:
         return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (n - 1))
 
     def format(self, spec: str) -> str:
-        """`mean ± sd (min-max)`, or the single value."""
+        """`mean ± sd [min, max]`, or the single value (the sd unsigned even where `spec` signs)."""
         if len(self.values) == 1:
             return format(self.values[0], spec)
         sd = self.sd if self.sd is not None else 0.0
         return (
-            f"{format(self.mean, spec)} ± {format(sd, spec)} "
-            f"({format(min(self.values), spec)}-{format(max(self.values), spec)})"
+            f"{format(self.mean, spec)} ± {format(sd, spec.lstrip('+'))} "
+            f"[{format(min(self.values), spec)}, {format(max(self.values), spec)}]"
         )
 
 
@@ -306,7 +306,7 @@ def replicate_table(summary: ReplicateSummary) -> Table:
     n = len(summary.runs)
     table = Table(
         title=f"{n} replicate runs ({', '.join(summary.runs)}): the incumbent per iteration, "
-        "mean ± sd (min-max)"
+        "mean ± sd [min, max]"
     )
     for column in ("iter", "DS", "dis/km", "expert %", "promoted"):
         table.add_column(column)

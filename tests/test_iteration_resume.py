@@ -328,11 +328,12 @@ def test_replicates_are_summarised_per_iteration_by_mean_and_spread(
     out = Console(record=True, width=250)
     out.print(replicate_table(summary))
     text_out = out.export_text()
-    assert "50.0 ± 20.0 (30.0-70.0)" in text_out and "3 of 3" in text_out
+    assert "50.0 ± 20.0 [30.0, 70.0]" in text_out and "3 of 3" in text_out
     assert plot_replicates(summary, tmp_path / "rep.png").stat().st_size > 0
 
 
 def test_a_single_value_has_no_spread():
     assert Spread((7.0,)).sd is None
     assert Spread((7.0,)).format(".1f") == "7.0"
-    assert Spread((1.0, 3.0)).format(".1f") == "2.0 ± 1.4 (1.0-3.0)"
+    assert Spread((1.0, 3.0)).format(".1f") == "2.0 ± 1.4 [1.0, 3.0]"
+    assert Spread((-1.0, 3.0)).format("+.1f") == "+1.0 ± 2.8 [-1.0, +3.0]"
