@@ -15,7 +15,7 @@ and the final DS change and DPK ratio above are computed per run, then summarise
 
 from __future__ import annotations
 
-import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -65,6 +65,7 @@ class IterationRow:
     promoted: bool
     incumbent_driving_score: float | None  # the incumbent after the iteration
     incumbent_disengagements_per_km: float | None
+    incumbent_expert_share: float | None
     note: str
 
 
@@ -91,6 +92,7 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
                 incumbent_disengagements_per_km=incumbent_eval.disengagements_per_km
                 if incumbent_eval
                 else None,
+                incumbent_expert_share=incumbent_eval.expert_share if incumbent_eval else None,
                 note=result.reason,
             )
         )
@@ -215,23 +217,19 @@ class Spread:
 
     @property
     def mean(self) -> float:
-        return sum(self.values) / len(self.values)
+        return statistics.fmean(self.values)
 
     @property
     def sd(self) -> float | None:
         """Sample standard deviation; None for a single run."""
-        n = len(self.values)
-        if n < 2:
-            return None
-        return math.sqrt(sum((v - self.mean) ** 2 for v in self.values) / (n - 1))
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
 
     def format(self, spec: str) -> str:
         """`mean ± sd [min, max]`, or the single value (the sd unsigned even where `spec` signs)."""
-        if len(self.values) == 1:
+        if self.sd is None:
             return format(self.values[0], spec)
-        sd = self.sd if self.sd is not None else 0.0
         return (
-            f"{format(self.mean, spec)} ± {format(sd, spec.lstrip('+'))} "
+            f"{format(self.mean, spec)} ± {format(self.sd, spec.lstrip('+'))} "
             f"[{format(min(self.values), spec)}, {format(max(self.values), spec)}]"
         )
 
@@ -274,13 +272,12 @@ def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
     rows = []
     for k in range(depth):
         incumbents = [rows_of_run[k] for rows_of_run in per_run]
-        shares = [_incumbent_expert_share(loop, k) for loop in loops]
         rows.append(
             ReplicateRow(
                 iteration=k,
                 driving_score=spread([r.incumbent_driving_score for r in incumbents]),
                 disengagements_per_km=spread([r.incumbent_disengagements_per_km for r in incumbents]),
-                expert_share=spread([_percent(s) for s in shares]),
+                expert_share=spread([_percent(r.incumbent_expert_share) for r in incumbents]),
                 promoted=sum(r.promoted for r in incumbents),
             )
         )
@@ -291,11 +288,6 @@ def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
         ds_change_pct=spread([ba.ds_change_pct for ba in finals]),
         dpk_ratio=spread([ba.dpk_ratio for ba in finals]),
     )
-
-
-def _incumbent_expert_share(loop: LoopResult, k: int) -> float | None:
-    ev = loop.evaluation_of(loop.iterations[k].incumbent_after)
-    return ev.expert_share if ev else None
 
 
 def _spread_cell(value: Spread | None, spec: str) -> str:

@@ -3,7 +3,7 @@
     takeover iterate --run town01 --iterations 3 --seeds 0 1 2
     takeover iterate --run town01-dagger --from-run town01 --iterations 3 --seeds 0 1 2 --no-dpo \\
         --compare town01 --plot runs/ablation.png
-    takeover iterate --run town01-s1 --from-run town01 --iterations 3 --set 'collect_seeds=[1]' \
+    takeover iterate --run town01-s1 --from-run town01 --iterations 3 --set 'collect_seeds=[1]' \\
         --train-set dagger.loop.seed=1 --train-set dpo.loop.seed=1 --replicates town01 --plot runs/replicates.png
     takeover evaluate --checkpoint runs/town01/ckpt/dagger-1.pt --routes builtin:eval --seeds 0 1 2
 
