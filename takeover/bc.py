@@ -25,6 +25,7 @@ from takeover.datasets import (
     FrameDataset,
     FrameIndex,
     FrameRole,
+    KeyframeWeighting,
     collate_frames,
     select_demo_frames,
     split_by_episode,
@@ -219,7 +220,9 @@ def train_bc(
         generator = seed_everything(loop.seed)
         model = build_model(policy_config).to(precision.device)
         train_loader = frame_loader(
-            FrameDataset(store, train_index, config.data.cache_clips),
+            FrameDataset(
+                store, train_index, config.data.cache_clips, KeyframeWeighting.of(config.data, spec)
+            ),
             loop.batch_size,
             config.data,
             precision,

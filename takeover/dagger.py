@@ -24,6 +24,7 @@ from takeover.datasets import (
     FrameDataset,
     FrameIndex,
     FrameRole,
+    KeyframeWeighting,
     select_demo_frames,
     select_takeover_frames,
     subsample,
@@ -110,7 +111,11 @@ def dagger_round(
         model = parent.model.to(precision.device)
         data = config.data
         train_loader = frame_loader(
-            FrameDataset(store, aggregate, data.cache_clips), loop.batch_size, data, precision, generator
+            FrameDataset(store, aggregate, data.cache_clips, KeyframeWeighting.of(data, spec)),
+            loop.batch_size,
+            data,
+            precision,
+            generator,
         )
         probes = {
             "takeover": takeover_frames.subset(takeover_frames.role == FrameRole.TAKEOVER),

@@ -82,6 +82,12 @@ class DataConfig:
     # Factor on the takeover and pre-takeover frames of a trigger by its reason, e.g. {stuck: 0.0,
     # plan_deviation: 0.5}: which interventions to imitate (a reason not named keeps 1.0).
     reason_weights: dict[str, float] = field(default_factory=dict)
+    # Keyframe focus (Wen et al., 2021): frames whose expert plan departs from holding the current
+    # speed weigh more, so that a policy cannot fit the data by copying its own speed. Braking (the
+    # onset of slowing for a scenario) and speeding up (driving off) have their own gains; 0 = off.
+    keyframe_brake_gain: float = 0.0  # a plan short of holding speed by keyframe_scale_m weighs 1 + this
+    keyframe_accel_gain: float = 0.0  # ... one beyond it by keyframe_scale_m
+    keyframe_scale_m: float = 6.0  # departure at the plan's horizon that earns the full gain, m
     cache_clips: int = 16  # clips kept decoded in memory per data set (and per loader worker)
     block_clips: int = 8  # clips whose frames are shuffled together; <= cache_clips keeps the cache warm
     num_workers: int = 0  # DataLoader worker processes (each reopens the store)
@@ -93,6 +99,10 @@ def validate_data_config(config: DataConfig, where: str) -> None:
             raise DatasetError(f"{where}.{name}={getattr(config, name)} must be >= 0")
     if config.pre_takeover_window_s < 0:
         raise DatasetError(f"{where}.pre_takeover_window_s must be >= 0 s")
+    if min(config.keyframe_brake_gain, config.keyframe_accel_gain) < 0 or config.keyframe_scale_m <= 0:
+        raise DatasetError(
+            f"{where}.keyframe_brake_gain and keyframe_accel_gain must be >= 0, keyframe_scale_m > 0 m"
+        )
     from takeover.monitor import TakeoverReason  # the monitor's reason codes (imported late: heavy module)
 
     known = {r.value for r in TakeoverReason}
@@ -489,12 +499,47 @@ def collate_frames(samples: Sequence[FrameSample]) -> FrameBatch:
     )
 
 
-class FrameDataset(Dataset[FrameSample]):
-    """Features + expert labels of the frames of a FrameIndex, read lazily from the clip store."""
+@dataclass(frozen=True)
+class KeyframeWeighting:
+    """Keyframe focus of a frame data set (DataConfig.keyframe_*)."""
 
-    def __init__(self, store: Store, index: FrameIndex, cache_clips: int) -> None:
+    brake_gain: float
+    accel_gain: float
+    scale_m: float
+    horizon_s: float  # time of the plan's last waypoint, s
+
+    @classmethod
+    def of(cls, config: DataConfig, spec: FeatureSpec) -> KeyframeWeighting | None:
+        if config.keyframe_brake_gain <= 0 and config.keyframe_accel_gain <= 0:
+            return None
+        horizon_s = spec.num_waypoints * spec.waypoint_dt_s
+        return cls(config.keyframe_brake_gain, config.keyframe_accel_gain, config.keyframe_scale_m, horizon_s)
+
+
+def keyframe_factor(waypoints: np.ndarray, speed_mps: float, keyframes: KeyframeWeighting) -> float:
+    """Sample-weight factor of a frame by how far its expert plan departs from holding the speed.
+
+        s_K = sum_k |x_k - x_{k-1}|      (x_0 = ego: the plan's arc length to its last waypoint)
+        d   = s_K - v T                  (T = the plan's horizon, v = the ego's speed now)
+        f   = 1 + g_brake min(max(-d, 0) / scale, 1) + g_accel min(max(d, 0) / scale, 1)
+    A cruising or a standing, waiting expert gives f = 1; one braking for something ahead up to
+    1 + g_brake, one driving off up to 1 + g_accel.
+    """
+    steps = np.diff(np.vstack([np.zeros((1, 2)), np.asarray(waypoints, np.float64)]), axis=0)
+    d = (float(np.linalg.norm(steps, axis=1).sum()) - speed_mps * keyframes.horizon_s) / keyframes.scale_m
+    return 1.0 + keyframes.brake_gain * min(max(-d, 0.0), 1.0) + keyframes.accel_gain * min(max(d, 0.0), 1.0)
+
+
+class FrameDataset(Dataset[FrameSample]):
+    """Features + expert labels of the frames of a FrameIndex, read lazily from the clip store;
+    `keyframes` (optional) scales each sample's weight by keyframe_factor."""
+
+    def __init__(
+        self, store: Store, index: FrameIndex, cache_clips: int, keyframes: KeyframeWeighting | None = None
+    ) -> None:
         self.index = index
         self.cache = ClipCache(store, FRAME_SAMPLE_KEYS, cache_clips)
+        self.keyframes = keyframes
 
     def __len__(self) -> int:
         return len(self.index)
@@ -506,12 +551,17 @@ class FrameDataset(Dataset[FrameSample]):
     def __getitem__(self, i: int) -> FrameSample:
         arrays = self.cache.get(int(self.index.clip_id[i]))
         row = int(self.index.row[i])
+        waypoints = np.asarray(arrays["expert_waypoints_ego"][row], np.float32)
+        speed = float(arrays["feat_speed"][row])
+        weight = float(self.index.weight[i])
+        if self.keyframes is not None:
+            weight *= keyframe_factor(waypoints, speed, self.keyframes)
         return FrameSample(
             frame_features(arrays, row),
-            torch.as_tensor(np.asarray(arrays["expert_waypoints_ego"][row], np.float32)),
+            torch.as_tensor(waypoints),
             torch.as_tensor(np.asarray(arrays["expert_control"][row], np.float32)),
-            torch.tensor(float(arrays["feat_speed"][row]), dtype=torch.float32),
-            torch.tensor(float(self.index.weight[i]), dtype=torch.float32),
+            torch.tensor(speed, dtype=torch.float32),
+            torch.tensor(weight, dtype=torch.float32),
             int(self.index.role[i]),
         )
 

@@ -30,9 +30,11 @@ from takeover.datasets import (
     FeatureSpec,
     FrameDataset,
     FrameRole,
+    KeyframeWeighting,
     PairDataset,
     collate_frames,
     frame_roles,
+    keyframe_factor,
     select_demo_frames,
     select_pairs,
     select_takeover_frames,
@@ -111,6 +113,47 @@ def test_frame_dataset_returns_features_and_expert_labels_lazily(store):
     assert s.features.command.sum() == 1.0 and s.speed == pytest.approx(float(arrays["feat_speed"][row]))
     batch = collate_frames(samples[:4])
     assert batch.waypoints.shape == (4, K, 2) and batch.features.bev.shape == (4, 2, 16, 16)
+
+
+def _plan(step_lengths_m: list[float]) -> np.ndarray:
+    """A straight plan along +x with these distances between consecutive waypoints."""
+    return np.stack([np.cumsum(step_lengths_m), np.zeros(len(step_lengths_m))], axis=1)
+
+
+def test_keyframe_factor_weighs_departures_from_holding_speed():
+    keyframes = KeyframeWeighting(brake_gain=2.0, accel_gain=1.0, scale_m=6.0, horizon_s=4.0)
+    # Given an expert at 8 m/s: a plan holding 8 m/s (4 m per 0.5 s) is no keyframe
+    assert keyframe_factor(_plan([4.0] * 8), 8.0, keyframes) == pytest.approx(1.0)
+    # And a standing expert planning to stand (waiting at a light) is none either
+    assert keyframe_factor(_plan([0.0] * 8), 0.0, keyframes) == pytest.approx(1.0)
+    # When it plans 3 m less by 4 s (the onset of braking): half the departure scale, half the gain
+    assert keyframe_factor(_plan([4.0] * 7 + [1.0]), 8.0, keyframes) == pytest.approx(2.0)
+    # Then stopping, beyond the scale, earns the full braking gain and no more
+    assert keyframe_factor(_plan([2.0] * 4 + [0.0] * 4), 8.0, keyframes) == pytest.approx(3.0)
+    # And driving off from rest the full acceleration gain; with that gain 0, nothing
+    assert keyframe_factor(_plan([1.0] * 8), 0.0, keyframes) == pytest.approx(2.0)
+    brake_only = KeyframeWeighting(brake_gain=2.0, accel_gain=0.0, scale_m=6.0, horizon_s=4.0)
+    assert keyframe_factor(_plan([1.0] * 8), 0.0, brake_only) == pytest.approx(1.0)
+
+
+def test_keyframe_weighting_scales_dataset_weights_only_when_configured(store):
+    index = select_takeover_frames(store, "syn", 0, DataConfig(), SPEC)
+    assert KeyframeWeighting.of(DataConfig(), SPEC) is None  # off by default
+    config = DataConfig(keyframe_brake_gain=4.0, keyframe_accel_gain=4.0, keyframe_scale_m=1.0)
+    keyframes = KeyframeWeighting.of(config, SPEC)
+    assert keyframes is not None and keyframes.horizon_s == pytest.approx(K * SPEC.waypoint_dt_s)
+    plain, focused = FrameDataset(store, index, 2), FrameDataset(store, index, 2, keyframes)
+    factors = []
+    for i in range(len(index)):
+        # Then each weight is the role's weight times the factor of the frame's own label and speed
+        s = focused[i]
+        factor = keyframe_factor(s.waypoints.numpy(), float(s.speed), keyframes)
+        assert float(s.weight) == pytest.approx(float(plain[i].weight) * factor, rel=1e-6)
+        factors.append(factor)
+    assert min(factors) >= 1.0 and 1.0 < max(factors) <= 5.0  # the synthetic expert does change speed
+    for bad in (DataConfig(keyframe_brake_gain=-1.0), DataConfig(keyframe_scale_m=0.0)):
+        with pytest.raises(DatasetError, match="keyframe"):
+            validate_data_config(bad, "dagger.data")
 
 
 def test_clips_for_another_network_are_refused_with_the_fix(store):
