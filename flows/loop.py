@@ -247,11 +247,13 @@ def nightly_iteration_flow(
     train_overrides: list[str] | None = None,
     carla_overrides: list[str] | None = None,
     carla_managed: bool | None = None,
+    recipe: str | None = None,
 ) -> dict[str, Any]:
     """One iteration of `run`: the first unfinished one (or `iteration`); a run without v0 bootstraps
-    first. Settings: conf/loop.yaml's iterate section <- config_overrides (dotlist) <- the parameters."""
+    first. Settings: conf/loop.yaml's iterate section <- recipe (conf/recipes/<recipe>.yaml or a path)
+    <- config_overrides (dotlist) <- the parameters."""
     config = configure(
-        load_iteration_config(list(config_overrides or [])), train_routes=train_routes,
+        load_iteration_config(list(config_overrides or []), recipe), train_routes=train_routes,
         train_route_ids=train_route_ids, eval_routes=eval_routes, eval_route_ids=eval_route_ids, seeds=seeds,
         use_dpo=use_dpo, base_run=base_run, backend=backend, maps=maps, train_overrides=train_overrides,
         carla_overrides=carla_overrides, carla_managed=carla_managed,

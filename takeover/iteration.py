@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
@@ -41,7 +42,7 @@ from omegaconf.errors import OmegaConfBaseException
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from carla_bridge.config import load_config
+from carla_bridge.config import CONF_DIR, load_config
 from carla_bridge.errors import TakeoverError
 from carla_bridge.route_sets import load_route_set
 from storage.models import Checkpoint, Iteration, TrainingRound
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONFIG_NAME = "loop"
+RECIPES_DIR = CONF_DIR / "recipes"  # named recipes: partial `iterate` sections (`--recipe NAME`)
 STEP_KIND = "step"
 STEP_FAILURE_KIND = "step_failure"
 COMPLETED, SKIPPED, FAILED = "completed", "skipped", "failed"
@@ -163,13 +165,32 @@ class LoopFileConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
-def load_loop_file(overrides: list[str] | None = None) -> LoopFileConfig:
-    """Schema defaults <- conf/loop.yaml <- dotlist overrides ("iterate.use_dpo=false")."""
+def recipe_names() -> list[str]:
+    """The recipes shipped under conf/recipes/, by name."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(recipe: str) -> Path:
+    """A recipe's YAML file: `recipe` as a path, else conf/recipes/<recipe>.yaml."""
+    for path in (Path(recipe), RECIPES_DIR / f"{recipe}.yaml"):
+        if path.is_file():
+            return path
+    raise LoopError(
+        f"recipe {recipe!r}: no such file and no conf/recipes/{recipe}.yaml; name one of "
+        f"{recipe_names()} or give the path of a YAML file with keys of conf/loop.yaml's iterate section"
+    )
+
+
+def load_loop_file(overrides: list[str] | None = None, recipe: str | None = None) -> LoopFileConfig:
+    """Schema defaults <- conf/loop.yaml <- the recipe (a partial `iterate` section, see
+    `recipe_path`) <- dotlist overrides ("iterate.use_dpo=false")."""
+    where = "conf/loop.yaml" if recipe is None else f"conf/loop.yaml and recipe {recipe!r}"
     try:
-        config = load_config(LoopFileConfig, CONFIG_NAME, overrides)
+        layers = [] if recipe is None else [{"iterate": OmegaConf.load(recipe_path(recipe))}]
+        config = load_config(LoopFileConfig, CONFIG_NAME, overrides, layers)
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())
-        raise LoopError(f"loop config: {detail}; see conf/loop.yaml for the keys") from None
+        raise LoopError(f"loop config: {detail}; see {where} for the keys") from None
     validate_iteration_config(config.iterate, "iterate")
     validate_iteration_config(config.demo.loop, "demo.loop")
     if config.demo.iterations < 0:
@@ -177,9 +198,10 @@ def load_loop_file(overrides: list[str] | None = None) -> LoopFileConfig:
     return config
 
 
-def load_iteration_config(overrides: list[str] | None = None) -> IterationConfig:
-    """The `iterate` section with dotlist overrides given relative to it ("use_dpo=false")."""
-    return load_loop_file([f"iterate.{o}" for o in overrides or []]).iterate
+def load_iteration_config(overrides: list[str] | None = None, recipe: str | None = None) -> IterationConfig:
+    """The `iterate` section, with `recipe` (name or path) merged in, then dotlist overrides given
+    relative to it ("use_dpo=false")."""
+    return load_loop_file([f"iterate.{o}" for o in overrides or []], recipe).iterate
 
 
 def validate_iteration_config(config: IterationConfig, where: str = "iterate") -> None:
@@ -1027,6 +1049,8 @@ __all__ = [
     "next_iteration",
     "read_iteration",
     "read_loop",
+    "recipe_names",
+    "recipe_path",
     "run_iteration",
     "run_loop",
 ]

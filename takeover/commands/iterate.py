@@ -5,12 +5,14 @@
         --compare town01 --plot runs/ablation.png
     takeover iterate --run town01-s1 --from-run town01 --iterations 3 --set 'collect_seeds=[1]' \\
         --train-set dagger.loop.seed=1 --train-set dpo.loop.seed=1 --replicates town01 --plot runs/replicates.png
+    takeover iterate --run town01-kf --from-run town01 --iterations 3 --recipe keyframe   # conf/recipes/
     takeover evaluate --checkpoint runs/town01/ckpt/dagger-1.pt --routes builtin:eval --seeds 0 1 2
 
 `iterate` runs the bootstrap (demonstrations + BC = v0, evaluated) when the run has none, then
 iterations 1..N (collect takeovers -> DAgger -> DPO -> evaluate -> promote); an interrupted run
 resumes at its first unfinished step. Settings: the `iterate` section of conf/loop.yaml (`--set
-KEY=VALUE`, keys relative to it), training rounds conf/train.yaml (`--train-set bc.loop.epochs=5`).
+KEY=VALUE`, keys relative to it, over a `--recipe`'s), training rounds conf/train.yaml (`--train-set
+bc.loop.epochs=5`, appended to the recipe's train_overrides).
 The database and clip store resolve as for `takeover db` (--db-url, $TAKEOVER_DB_URL, conf/storage.yaml).
 """
 
@@ -68,9 +70,9 @@ def open_store(db_url: str | None, clip_root: str | None) -> Store:
 
 
 def iteration_config(args: argparse.Namespace) -> IterationConfig:
-    """conf/loop.yaml's `iterate` <- --set <- the dedicated flags."""
+    """conf/loop.yaml's `iterate` <- --recipe <- --set <- the dedicated flags."""
     return configure(
-        load_iteration_config(list(args.set or [])),
+        load_iteration_config(list(args.set or []), args.recipe),
         seeds=args.seeds or None,
         use_dpo=False if args.no_dpo else None,
         base_run=args.from_run,
@@ -223,6 +225,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="runs of the same recipe with other seeds: also print the mean ± sd per iteration (--plot draws it)",
     )  # fmt: skip
     p.add_argument("--plot", type=Path, help="save the DS and disengagement-rate plot here (PNG)")
+    p.add_argument(
+        "--recipe", metavar="NAME|YAML",
+        help="a recipe: conf/recipes/NAME.yaml or a YAML file of iterate keys, merged before --set",
+    )  # fmt: skip
     p.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="override conf/loop.yaml's iterate section"
     )
