@@ -35,6 +35,7 @@ from takeover.iteration import (
     collect_episodes,
     configure,
     load_iteration_config,
+    load_run_config,
     next_iteration,
     read_loop,
     run_iteration,
@@ -248,18 +249,22 @@ def nightly_iteration_flow(
     carla_overrides: list[str] | None = None,
     carla_managed: bool | None = None,
     recipe: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """One iteration of `run`: the first unfinished one (or `iteration`); a run without v0 bootstraps
     first. Settings: conf/loop.yaml's iterate section <- recipe (conf/recipes/<recipe>.yaml or a path)
-    <- config_overrides (dotlist) <- the parameters."""
-    config = configure(
-        load_iteration_config(list(config_overrides or []), recipe), train_routes=train_routes,
-        train_route_ids=train_route_ids, eval_routes=eval_routes, eval_route_ids=eval_route_ids, seeds=seeds,
-        use_dpo=use_dpo, base_run=base_run, backend=backend, maps=maps, train_overrides=train_overrides,
-        carla_overrides=carla_overrides, carla_managed=carla_managed,
-    )  # fmt: skip
+    <- config_overrides (dotlist) <- the parameters. With `resume`, a run that has started goes on with
+    the settings it started with in place of the first two layers (a schedule set up once with a recipe
+    keeps it, whatever conf/loop.yaml says later)."""
     hooks = prefect_hooks(concurrency, retries, retry_delay_s)
     with open_store(db_url, clip_root) as store:
+        config = configure(
+            load_run_config(store, run, list(config_overrides or []), recipe, resume=resume, new_run_ok=True),
+            train_routes=train_routes,
+            train_route_ids=train_route_ids, eval_routes=eval_routes, eval_route_ids=eval_route_ids,
+            seeds=seeds, use_dpo=use_dpo, base_run=base_run, backend=backend, maps=maps,
+            train_overrides=train_overrides, carla_overrides=carla_overrides, carla_managed=carla_managed,
+        )  # fmt: skip
         first = next_iteration(store, run) if iteration is None else iteration
         numbers = [0, 1] if first == 0 else [first]
         results = [run_iteration(run, k, config, store, hooks=hooks, progress=False) for k in numbers]

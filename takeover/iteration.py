@@ -659,28 +659,99 @@ def _start_iteration(ctx: _Context, iteration: int, base: CheckpointRef | None) 
     LoopError when the run's protocol (ablation switch, evaluation) differs from an earlier iteration's.
     """
     wanted = _comparable(ctx.config)
-    with Session(ctx.store.engine) as session:
-        rows = session.execute(
-            select(Iteration.number, Iteration.config)
-            .where(Iteration.run == ctx.run)
-            .order_by(Iteration.number)
-        ).all()
-    for number, stored in rows:
-        previous = (stored or {}).get("comparable")
+    settings = config_dict(ctx.config)
+    for number, stored in _iteration_configs(ctx.store, ctx.run):
+        previous = stored.get("comparable")
         if previous is not None and previous != wanted:
             raise LoopError(
                 f"run {ctx.run!r} iteration {number} used {previous}, now {wanted}: the ablation switch "
                 "and the evaluation protocol must stay fixed within a run; start another --run name "
                 "(with --from-run to share v0) for a different setting"
             )
+        changed = changed_settings(stored.get("loop"), settings)
+        if number == iteration and changed and ctx.steps.get(iteration, Step.PROMOTE) is None:
+            # Steps already done used the stored settings; mixing is allowed (threads, paths) but
+            # rarely meant when a recipe's flags were simply forgotten on the resume.
+            log.warning(
+                "run %r iteration %d started with other settings (%s); its remaining steps use the new "
+                "ones. `takeover iterate --run %s --resume` goes on with the stored settings",
+                ctx.run, iteration, ", ".join(changed), ctx.run,
+            )  # fmt: skip
     if base is not None:
         ctx.store.record_checkpoint(CheckpointRecord(base.path, base.sha256))
     return ctx.store.start_iteration(
         ctx.run,
         iteration,
-        config={"comparable": wanted, "loop": config_dict(ctx.config)},
+        config={"comparable": wanted, "loop": settings},
         base_checkpoint_sha256=base.sha256 if base else None,
     )
+
+
+def _iteration_configs(store: Store, run: str) -> list[tuple[int, dict[str, Any]]]:
+    """(number, stored config) of each iteration row of `run`, in order."""
+    with Session(store.engine) as session:
+        rows = session.execute(
+            select(Iteration.number, Iteration.config).where(Iteration.run == run).order_by(Iteration.number)
+        ).all()
+    return [(number, stored or {}) for number, stored in rows]
+
+
+def changed_settings(old: Mapping[str, Any] | None, new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two stored loop configs (none when `old` is None)."""
+    if old is None:
+        return []
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            changed += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
+def stored_iteration_config(store: Store, run: str, overrides: Sequence[str] = ()) -> IterationConfig | None:
+    """The settings that run `run`'s latest iteration started with (recipe and flags included), with
+    dotlist `overrides` relative to the `iterate` section on top; None when the run has none stored."""
+    stored = [config["loop"] for _, config in _iteration_configs(store, run) if config.get("loop")]
+    if not stored:
+        return None
+    try:
+        merged = OmegaConf.merge(stored[-1], OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise LoopError(f"overrides of run {run!r}'s stored settings: {' '.join(str(exc).split())}") from None
+    return config_from_dict(OmegaConf.to_container(merged))  # type: ignore[arg-type]
+
+
+def load_run_config(
+    store: Store | None,
+    run: str,
+    overrides: Sequence[str] = (),
+    recipe: str | None = None,
+    *,
+    resume: bool = False,
+    new_run_ok: bool = False,
+) -> IterationConfig:
+    """conf/loop.yaml's `iterate` <- `recipe` <- dotlist `overrides`. With `resume`, the settings run
+    `run` was started with replace the first two layers, so that it goes on as it started; a run with
+    none stored is a LoopError (a mistyped name would otherwise bootstrap a new run), or with
+    `new_run_ok` starts from the layers (a schedule that is set up once)."""
+    if resume:
+        if store is None:
+            raise ValueError("resume reads the run's stored settings: pass the store")
+        stored = stored_iteration_config(store, run, overrides)
+        if stored is not None:
+            if recipe:
+                log.warning(
+                    "run %r goes on with its stored settings; recipe %r is not applied again", run, recipe
+                )
+            return stored
+        if not new_run_ok:
+            raise LoopError(
+                f"run {run!r} has no stored settings in {store.masked_url} to resume: check the name, or "
+                "start it without resume (with its recipe and overrides)"
+            )
+    return load_iteration_config(list(overrides), recipe)
 
 
 def incumbent_before(store: Store, run: str, iteration: int) -> tuple[CheckpointRef, int]:
@@ -964,6 +1035,16 @@ def run_loop(
     return LoopResult(run, tuple(results))
 
 
+def last_wins(overrides: Sequence[str]) -> list[str]:
+    """Dotlist overrides without the earlier copies of a repeated entry: the same settings (a later
+    entry wins anyway), but a run resumed night after night with its flags does not grow the list."""
+    kept: list[str] = []
+    for override in reversed(overrides):
+        if override not in kept:
+            kept.append(override)
+    return kept[::-1]
+
+
 def configure(
     config: IterationConfig,
     *,
@@ -1003,7 +1084,7 @@ def configure(
     if maps is not None:
         new.maps = [str(m) for m in maps]
     if train_overrides:
-        new.train_overrides = [*new.train_overrides, *train_overrides]
+        new.train_overrides = last_wins([*new.train_overrides, *train_overrides])
     if carla_overrides is not None:
         new.carla_overrides = list(carla_overrides)
     if carla_managed is not None:
@@ -1040,12 +1121,15 @@ __all__ = [
     "StepLog",
     "StepOutcome",
     "StepRecord",
+    "changed_settings",
     "collect_episodes",
     "config_from_dict",
     "configure",
     "incumbent_before",
+    "last_wins",
     "load_iteration_config",
     "load_loop_file",
+    "load_run_config",
     "next_iteration",
     "read_iteration",
     "read_loop",
@@ -1053,4 +1137,5 @@ __all__ = [
     "recipe_path",
     "run_iteration",
     "run_loop",
+    "stored_iteration_config",
 ]

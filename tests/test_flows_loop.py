@@ -126,8 +126,9 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
         nightly_iteration_flow(**params)
     assert calls == Counter({"collect_episodes": 2, "train_bc": 1, "evaluate_checkpoint": 1,
                              "dagger_round": 1, "dpo_round": 1})  # fmt: skip
-    # when the next night runs
-    result = nightly_iteration_flow(**params)
+    # when the next night runs with `resume`, the episode and training overrides not given again
+    forgotten = {k: v for k, v in params.items() if k not in ("config_overrides", "train_overrides")}
+    result = nightly_iteration_flow(**forgotten, resume=True)
     # then iteration 1 resumes at DPO: no collection, BC or DAgger again
     (one,) = result["iterations"]
     assert one["iteration"] == 1
@@ -135,6 +136,10 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     assert one["steps_run"] == ["dpo", "evaluate", "promote"]
     assert calls == Counter({"collect_episodes": 2, "train_bc": 1, "evaluate_checkpoint": 2,
                              "dagger_round": 1, "dpo_round": 2})  # fmt: skip
+    # with the settings the run started with: its evaluation episodes are still cut at 6 s
+    durations = _rows(db_url, "SELECT MAX(e.duration_s) FROM episodes e JOIN iterations i ON i.id = "
+                              "e.iteration_id WHERE i.number = 1 AND e.phase LIKE 'eval%'")  # fmt: skip
+    assert 0 < durations[0][0] <= 6.0
     # and both iterations are finished in the database, with their artifacts
     promoted = _rows(db_url, "SELECT number, status FROM iterations ORDER BY number")
     assert promoted == [(0, "completed"), (1, "completed")]

@@ -6,6 +6,7 @@
     takeover iterate --run town01-s1 --from-run town01 --iterations 3 --set 'collect_seeds=[1]' \\
         --train-set dagger.loop.seed=1 --train-set dpo.loop.seed=1 --replicates town01 --plot runs/replicates.png
     takeover iterate --run town01-kf --from-run town01 --iterations 3 --recipe keyframe   # conf/recipes/
+    takeover iterate --run town01-kf --iterations 5 --resume      # go on with the settings it started with
     takeover evaluate --checkpoint runs/town01/ckpt/dagger-1.pt --routes builtin:eval --seeds 0 1 2
 
 `iterate` runs the bootstrap (demonstrations + BC = v0, evaluated) when the run has none, then
@@ -37,6 +38,7 @@ from takeover.iteration import (
     LoopResult,
     configure,
     load_iteration_config,
+    load_run_config,
     read_loop,
     run_loop,
 )
@@ -69,10 +71,12 @@ def open_store(db_url: str | None, clip_root: str | None) -> Store:
     )
 
 
-def iteration_config(args: argparse.Namespace) -> IterationConfig:
-    """conf/loop.yaml's `iterate` <- --recipe <- --set <- the dedicated flags."""
+def iteration_config(args: argparse.Namespace, store: Store | None = None) -> IterationConfig:
+    """conf/loop.yaml's `iterate` <- --recipe <- --set <- the dedicated flags; with --resume the run's
+    stored settings (read from `store`) replace the first two layers."""
+    base = load_run_config(store, args.run, list(args.set or []), args.recipe, resume=args.resume)
     return configure(
-        load_iteration_config(list(args.set or []), args.recipe),
+        base,
         seeds=args.seeds or None,
         use_dpo=False if args.no_dpo else None,
         base_run=args.from_run,
@@ -94,9 +98,10 @@ def _progress_line(result: IterationResult, out: Console) -> None:
 
 
 def cmd_iterate(args: argparse.Namespace) -> int:
-    config = iteration_config(args)
     out = console()
+    config = None if args.resume else iteration_config(args)  # a bad flag fails before the database opens
     with open_store(args.db_url, args.clip_root) as store:
+        config = config or iteration_config(args, store)
         loop = run_loop(
             args.run, args.iterations, config, store, progress=not args.no_progress,
             on_iteration=None if args.json else (lambda r: _progress_line(r, out)),
@@ -233,6 +238,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", metavar="KEY=VALUE", help="override conf/loop.yaml's iterate section"
     )
     p.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="override conf/train.yaml")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="go on with the settings the run was started with (recipe, --set, --train-set, --from-run "
+        "included; the latest iteration's) instead of conf/loop.yaml; --set / --train-set still apply on top",
+    )  # fmt: skip
     add_storage_args(p)
     p.set_defaults(func=cmd_iterate)
 
