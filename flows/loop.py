@@ -258,12 +258,14 @@ def nightly_iteration_flow(
     keeps it, whatever conf/loop.yaml says later)."""
     hooks = prefect_hooks(concurrency, retries, retry_delay_s)
     with open_store(db_url, clip_root) as store:
+        base = load_run_config(
+            store, run, list(config_overrides or []), recipe, resume=resume, new_run_ok=True
+        )
         config = configure(
-            load_run_config(store, run, list(config_overrides or []), recipe, resume=resume, new_run_ok=True),
-            train_routes=train_routes,
-            train_route_ids=train_route_ids, eval_routes=eval_routes, eval_route_ids=eval_route_ids,
-            seeds=seeds, use_dpo=use_dpo, base_run=base_run, backend=backend, maps=maps,
-            train_overrides=train_overrides, carla_overrides=carla_overrides, carla_managed=carla_managed,
+            base, train_routes=train_routes, train_route_ids=train_route_ids, eval_routes=eval_routes,
+            eval_route_ids=eval_route_ids, seeds=seeds, use_dpo=use_dpo, base_run=base_run, backend=backend,
+            maps=maps, train_overrides=train_overrides, carla_overrides=carla_overrides,
+            carla_managed=carla_managed,
         )  # fmt: skip
         first = next_iteration(store, run) if iteration is None else iteration
         numbers = [0, 1] if first == 0 else [first]

@@ -101,7 +101,8 @@ def cmd_iterate(args: argparse.Namespace) -> int:
     out = console()
     config = None if args.resume else iteration_config(args)  # a bad flag fails before the database opens
     with open_store(args.db_url, args.clip_root) as store:
-        config = config or iteration_config(args, store)
+        if config is None:  # --resume: the run's stored settings
+            config = iteration_config(args, store)
         loop = run_loop(
             args.run, args.iterations, config, store, progress=not args.no_progress,
             on_iteration=None if args.json else (lambda r: _progress_line(r, out)),
