@@ -27,6 +27,7 @@ pass hooks that run each step as a task and fan episodes out as tasks with retri
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import yaml
 from omegaconf import OmegaConf
@@ -697,12 +698,15 @@ def _iteration_configs(store: Store, run: str) -> list[tuple[int, dict[str, Any]
 
 
 def changed_settings(old: Mapping[str, Any] | None, new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two stored loop configs (none when `old` is None)."""
+    """Dotted keys whose values differ between two stored loop configs (none when `old` is None).
+
+    Keys only one side has come from a schema change between the versions that stored them, not from
+    the user: they are not reported."""
     if old is None:
         return []
     changed = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+    for key in sorted(set(old) & set(new)):
+        a, b = old[key], new[key]
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             changed += changed_settings(a, b, f"{prefix}{key}.")
         elif a != b:
@@ -713,14 +717,47 @@ def changed_settings(old: Mapping[str, Any] | None, new: Mapping[str, Any], pref
 def stored_iteration_config(store: Store, run: str, overrides: Sequence[str] = ()) -> IterationConfig | None:
     """The settings that run `run`'s latest iteration started with (recipe and flags included), with
     dotlist `overrides` relative to the `iterate` section on top; None when the run has none stored."""
-    stored = [config["loop"] for _, config in _iteration_configs(store, run) if config.get("loop")]
+    stored = [(n, config["loop"]) for n, config in _iteration_configs(store, run) if config.get("loop")]
     if not stored:
         return None
+    number, settings = stored[-1]
+    settings, dropped = known_settings(settings)
+    if dropped:
+        log.warning(
+            "run %r iteration %d stored settings this version no longer has (%s); they are ignored",
+            run, number, ", ".join(dropped),
+        )  # fmt: skip
     try:
-        merged = OmegaConf.merge(stored[-1], OmegaConf.from_dotlist(list(overrides)))
+        merged = OmegaConf.merge(settings, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise LoopError(f"overrides of run {run!r}'s stored settings: {' '.join(str(exc).split())}") from None
-    return config_from_dict(OmegaConf.to_container(merged))  # type: ignore[arg-type]
+    try:
+        return config_from_dict(OmegaConf.to_container(merged))  # type: ignore[arg-type]
+    except LoopError as exc:
+        raise LoopError(
+            f"run {run!r}'s stored settings (iteration {number}) do not fit this version: {exc}; fix the "
+            "setting with --set, or go on without --resume, giving the recipe and flags again"
+        ) from None
+
+
+def known_settings(
+    data: Mapping[str, Any], schema: type = IterationConfig, prefix: str = ""
+) -> tuple[dict[str, Any], list[str]]:
+    """`data` without the keys `schema` does not have (stored by an older version), and their dotted
+    names. Only the schema's dataclass sections are searched: free-form dicts are kept whole."""
+    hints = get_type_hints(schema)
+    names = {f.name for f in dataclasses.fields(schema)}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in data.items():
+        if key not in names:
+            dropped.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            kept[key], inner = known_settings(value, hints[key], f"{prefix}{key}.")
+            dropped += inner
+        else:
+            kept[key] = value
+    return kept, dropped
 
 
 def load_run_config(

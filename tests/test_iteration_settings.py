@@ -152,3 +152,42 @@ def test_the_command_line_refuses_to_resume_an_unknown_run(
     code = main(["iterate", "--run", "nope", "--resume", "--db-url", db, "--clip-root", str(tmp_path / "c")])
     assert code == 2
     assert "run 'nope' has no stored settings" in capsys.readouterr().err
+
+
+def stored_by_an_older_version(store: Store, run: str, **changes: object) -> None:
+    """An iteration row whose stored settings differ from what this version would write."""
+    settings = it.config_dict(keyframe_run_config())
+    settings.update(changes)
+    store.start_iteration(run, 0, config={"loop": settings})
+
+
+def test_settings_a_newer_version_removed_are_ignored_on_resume(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    # given a run whose stored settings have a key (top level and in a section) this version dropped
+    settings = it.config_dict(keyframe_run_config())
+    settings["retired_knob"] = 3
+    settings["eval"]["retired_eval_knob"] = True
+    store.start_iteration("old", 0, config={"loop": settings})
+    # when it is resumed, then it goes on with the rest and the log names what was ignored
+    with caplog.at_level(logging.WARNING, logger="takeover.iteration"):
+        config = load_run_config(store, "old", resume=True)
+    assert config == keyframe_run_config()
+    assert "retired_knob" in caplog.text and "eval.retired_eval_knob" in caplog.text
+
+
+def test_stored_settings_that_no_longer_fit_name_the_run_and_the_fix(store: Store):
+    stored_by_an_older_version(store, "old", torch_threads="many")
+    with pytest.raises(LoopError, match=r"run 'old'.s stored settings \(iteration 0\) do not fit.*--set"):
+        load_run_config(store, "old", resume=True)
+    # and the fix the message names works
+    assert load_run_config(store, "old", ["torch_threads=1"], resume=True).torch_threads == 1
+
+
+def test_free_form_sections_are_kept_whole():
+    data = {"collect_overrides": {"episode": ["max_steps=10"]}, "eval": {"seeds": [0]}}
+    assert it.known_settings(data) == (data, [])
+
+
+def test_keys_only_one_version_has_are_not_reported_as_changed():
+    assert changed_settings({"use_dpo": True, "gone": 1}, {"use_dpo": True, "added": 2}) == []
