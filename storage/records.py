@@ -30,6 +30,10 @@ PLAN_FRAMES = ("ego", "world")
 PLAN_POINT_WIDTHS = (2, 3)  # [x, y] or [x, y, speed]
 SHA256_HEX_LEN = 64
 
+EXPERT_DISTANCE_KEY = (
+    "expert_distance_m"  # in EpisodeRecord.scores: metres driven with the expert at the wheel
+)
+
 
 def _text(value: str, what: str) -> str:
     if not isinstance(value, str) or not value.strip():
@@ -132,7 +136,8 @@ class EpisodeRecord:
     route_completion: float | None = None  # percent
     infraction_penalty: float | None = None  # 0-1
     success: bool | None = None
-    scores: Mapping[str, float] = field(default_factory=dict)  # other scores: efficiency, comfort, ...
+    # other scores: efficiency, comfort, expert_share, EXPERT_DISTANCE_KEY, ...
+    scores: Mapping[str, float] = field(default_factory=dict)
     infractions: Sequence[Mapping[str, Any]] = ()  # e.g. {"kind": "red_light", "frame": 812, ...}
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -41,7 +41,7 @@ from carla_bridge.scoring import RouteCriteria
 from carla_bridge.scoring import RouteRecord as LeaderboardRecord
 from carla_bridge.simulator import FIXED_DELTA_S
 from carla_bridge.snapshot import Control, InfractionEvent
-from storage.records import ClipRecord, EpisodeRecord, TakeoverRecord
+from storage.records import EXPERT_DISTANCE_KEY, ClipRecord, EpisodeRecord, TakeoverRecord
 from storage.records import RouteRecord as StoredRoute
 from takeover.clips import ClipLayout, ClipPhase, FeatureSource, TickRecord, build_clip_arrays
 from takeover.monitor import TIME_EPS_S, Driver, MonitorDecision, TakeoverMonitor
@@ -158,6 +158,7 @@ class EpisodeResult:
     takeovers: tuple[TakeoverRecord, ...]  # ... the takeovers, in order
     clips: tuple[ClipRecord, ...]  # ... and the clips
     distance_m: float  # driven by the ego
+    expert_distance_m: float  # ... of which with the expert at the wheel
     n_ticks: int
     expert_ticks: int  # ticks the expert drove
     sim_time_s: float
@@ -435,6 +436,8 @@ class EpisodeStepper:
         self._last_xy = np.zeros(2)
         self.n_ticks = 0
         self.distance_m = 0.0  # driven by the ego over the snapshots seen so far
+        self.expert_distance_m = 0.0  # ... of which under the expert's control
+        self._last_driver: Driver | None = None  # who decided the control now being applied
 
     @property
     def started(self) -> bool:
@@ -502,7 +505,11 @@ class EpisodeStepper:
 
     def _advance(self, snapshot: WorldSnapshot) -> None:
         xy = snapshot.ego.pose.xy
-        self.distance_m += float(np.hypot(*(xy - self._last_xy)))
+        step_m = float(np.hypot(*(xy - self._last_xy)))
+        self.distance_m += step_m
+        # the way from the last snapshot to this one was driven by the control decided on the last tick
+        if self._last_driver is Driver.EXPERT:
+            self.expert_distance_m += step_m
         self._last_xy = xy
         self._last = snapshot
 
@@ -535,6 +542,7 @@ class EpisodeStepper:
             assert policy_control is not None
             control = policy_control
         run.on_tick(TickRecord(self.n_ticks, snapshot, driver, control, policy_plan, expert_plan), decision)
+        self._last_driver = driver
         self.n_ticks += 1
         return control
 
@@ -564,7 +572,7 @@ class EpisodeStepper:
         sim_time = float(self._last.time_s) - self._t0
         episode = _episode_record(
             self.route, self.seed, self.tags, self.mode, self.config, record, events, self.distance_m,
-            sim_time, self.n_ticks, run.expert_ticks, self._first_frame, self._started_at,
+            self.expert_distance_m, sim_time, self.n_ticks, run.expert_ticks, self._first_frame, self._started_at,
         )  # fmt: skip
         return EpisodeResult(
             record=record,
@@ -572,6 +580,7 @@ class EpisodeStepper:
             takeovers=tuple(takeovers),
             clips=tuple(run.clips),
             distance_m=self.distance_m,
+            expert_distance_m=self.expert_distance_m,
             n_ticks=self.n_ticks,
             expert_ticks=run.expert_ticks,
             sim_time_s=sim_time,
@@ -629,6 +638,7 @@ def _episode_record(
     record: LeaderboardRecord,
     events: Sequence[InfractionEvent],
     distance_m: float,
+    expert_distance_m: float,
     sim_time_s: float,
     n_ticks: int,
     expert_ticks: int,
@@ -636,7 +646,10 @@ def _episode_record(
     started: datetime,
 ) -> EpisodeRecord:
     assert route.dense is not None
-    scores: dict[str, float] = {"expert_share": expert_ticks / n_ticks if n_ticks else 0.0}
+    scores: dict[str, float] = {
+        "expert_share": expert_ticks / n_ticks if n_ticks else 0.0,
+        EXPERT_DISTANCE_KEY: float(expert_distance_m),
+    }
     if record.efficiency is not None and math.isfinite(record.efficiency):
         scores["efficiency"] = float(record.efficiency)
     if record.comfort is not None and math.isfinite(record.comfort):

@@ -51,7 +51,7 @@ from carla_bridge.maps import MapLibrary
 from carla_bridge.route_sets import route_files
 from storage.models import Checkpoint, Episode, Iteration, Takeover, TrainingRound
 from storage.models import Route as RouteRow
-from storage.records import CheckpointRecord, TrainingRoundRecord
+from storage.records import EXPERT_DISTANCE_KEY, CheckpointRecord, TrainingRoundRecord
 from takeover.collect import CollectSetup, check_overrides, make_setup, plan_missing, route_set_name
 from takeover.episode import EpisodeMode, EpisodeTags, run_episode
 
@@ -286,6 +286,7 @@ class EpisodeScore:
     scenario_type: str = "none"
     duration_s: float = 0.0  # simulated seconds
     expert_s: float = 0.0  # simulated seconds the shadow expert had the wheel (takeover to hand-back)
+    expert_distance_m: float | None = None  # metres it drove then; None: stored before this was recorded
 
 
 def _sha_filter(stmt: Any, checkpoint_sha256: str | None) -> Any:
@@ -294,6 +295,10 @@ def _sha_filter(stmt: Any, checkpoint_sha256: str | None) -> Any:
     return stmt.join(Checkpoint, Checkpoint.id == Episode.checkpoint_id).where(
         Checkpoint.sha256 == checkpoint_sha256
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def stored_episodes(
@@ -321,6 +326,7 @@ def stored_episodes(
             Episode.distance_m,
             Episode.duration_s,
             Episode.n_takeovers,
+            Episode.scores,
         )
         .join(RouteRow, RouteRow.id == Episode.route_pk)
         .where(
@@ -374,6 +380,7 @@ def stored_episodes(
             scenario_type=str(r.scenario_type),
             duration_s=duration[int(r.id)],
             expert_s=expert_s[int(r.id)],
+            expert_distance_m=_optional_float((r.scores or {}).get(EXPERT_DISTANCE_KEY)),
         )
         for r in rows
     ]
@@ -717,6 +724,24 @@ class EvalResult:
         )
 
     @property
+    def policy_distance_km(self) -> float | None:
+        """Kilometres the policy drove with takeovers enabled (the expert's stretches left out); None
+        when an episode was stored before the expert's distance was recorded."""
+        episodes = self.takeover_episodes
+        if not episodes or any(e.expert_distance_m is None for e in episodes):
+            return None
+        return sum(e.distance_m - (e.expert_distance_m or 0.0) for e in episodes) / M_PER_KM
+
+    @property
+    def disengagements_per_policy_km(self) -> float | None:
+        """sum_i takeovers_i / sum_i (distance_i - expert_distance_i): the rate per kilometre the policy
+        drove itself, which longer takeovers cannot lower (the industry's miles per intervention, inverted)."""
+        km = self.policy_distance_km
+        if km is None:
+            return None
+        return disengagements_per_km(sum(e.takeovers for e in self.takeover_episodes), km * M_PER_KM)
+
+    @property
     def expert_share(self) -> float | None:
         """sum_i expert_s_i / sum_i duration_s_i: the share of the driving (with takeovers) the expert did."""
         total_s = sum(e.duration_s for e in self.takeover_episodes)
@@ -769,6 +794,8 @@ class EvalResult:
             "disengagements": self.disengagements,
             "disengagements_per_km": self.disengagements_per_km,
             "takeover_distance_km": self.takeover_distance_km if self.takeover_episodes else None,
+            "policy_distance_km": self.policy_distance_km,
+            "disengagements_per_policy_km": self.disengagements_per_policy_km,
             "expert_share": self.expert_share,
             "takeover_free_share": self.takeover_free_share,
             "episodes": len(self.episodes),

@@ -133,10 +133,18 @@ class BeforeAfter:
     @property
     def dpk_ratio(self) -> float | None:
         """DPK_final / DPK_v0."""
-        before, after = self.v0.disengagements_per_km, self.final.disengagements_per_km
-        if before is None or after is None or before <= 0:
-            return None
-        return after / before
+        return _ratio(self.v0.disengagements_per_km, self.final.disengagements_per_km)
+
+    @property
+    def policy_dpk_ratio(self) -> float | None:
+        """The same per kilometre the policy drove itself (longer takeovers cannot lower it)."""
+        return _ratio(self.v0.disengagements_per_policy_km, self.final.disengagements_per_policy_km)
+
+
+def _ratio(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None or before <= 0:
+        return None
+    return after / before
 
 
 def before_after(loop: LoopResult) -> BeforeAfter:
@@ -164,6 +172,8 @@ def before_after_table(loop: LoopResult) -> Table:
         ("infraction penalty", ba.v0.infraction_penalty, ba.final.infraction_penalty, ".3f"),
         ("success rate", ba.v0.success_rate, ba.final.success_rate, ".2f"),
         ("disengagements / km", ba.v0.disengagements_per_km, ba.final.disengagements_per_km, ".2f"),
+        ("disengagements / policy km", ba.v0.disengagements_per_policy_km, ba.final.disengagements_per_policy_km,
+         ".2f"),
         ("expert share of driving %", _percent(ba.v0.expert_share), _percent(ba.final.expert_share), ".1f"),
         ("episodes without takeover %", _percent(ba.v0.takeover_free_share), _percent(ba.final.takeover_free_share),
          ".1f"),
@@ -174,6 +184,8 @@ def before_after_table(loop: LoopResult) -> Table:
             change = f"{ba.ds_change_pct:+.1f} %"
         elif name == "disengagements / km" and ba.dpk_ratio is not None:
             change = f"x {ba.dpk_ratio:.2f}"
+        elif name == "disengagements / policy km" and ba.policy_dpk_ratio is not None:
+            change = f"x {ba.policy_dpk_ratio:.2f}"
         elif before is not None and after is not None:
             change = format(after - before, "+" + spec)
         table.add_row(name, _fmt(before, spec), _fmt(after, spec), change)
@@ -523,9 +535,11 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
         store, result.run, result.iteration, [takeover_phase], result.checkpoint_sha256
     )
     head = _markdown_table(
-        ["DS", "RC %", "IP", "SR", "disengagements/km", "expert share %", "episodes without takeover %"],
+        ["DS", "RC %", "IP", "SR", "disengagements/km", "disengagements/policy km", "expert share %",
+         "episodes without takeover %"],
         [[_fmt(result.driving_score), _fmt(result.route_completion), _fmt(result.infraction_penalty, ".3f"),
-          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f"), _pct(result.expert_share),
+          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f"),
+          _fmt(result.disengagements_per_policy_km, ".2f"), _pct(result.expert_share),
           _pct(result.takeover_free_share)]],
     )  # fmt: skip
     body = disengagement_markdown(

@@ -22,7 +22,7 @@ from storage.config import StorageConfig
 from storage.engine import make_engine
 from storage.local_postgres import LocalPostgres, PostgresUnavailableError, start_local_postgres
 from storage.migrate import upgrade
-from storage.records import ClipRecord, EpisodeRecord, RouteRecord, TakeoverRecord
+from storage.records import EXPERT_DISTANCE_KEY, ClipRecord, EpisodeRecord, RouteRecord, TakeoverRecord
 from storage.store import Store
 
 __all__ = [
@@ -188,8 +188,10 @@ def make_episode(
     reasons: tuple[str, ...] = ("predicted_collision", "red_light"),
     speeds_mps: tuple[float, ...] | None = None,
     phase: str = "rollout",
+    expert_distance_m: float | None = None,
 ) -> tuple[EpisodeRecord, list[TakeoverRecord], list[ClipRecord]]:
-    """An episode with takeovers evenly spread and one pre-takeover + one takeover clip per takeover."""
+    """An episode with takeovers evenly spread and one pre-takeover + one takeover clip per takeover
+    (`expert_distance_m`: the metres the expert drove, in its scores, as episodes since session 14 store)."""
     n_frames = max(400, (n_takeovers + 1) * 3 * clip_frames)
     route = route or RouteRecord("1711", "Town01", "routes_dev", ("SignalizedJunctionLeftTurn",), 180.0)
     episode = EpisodeRecord(
@@ -207,7 +209,9 @@ def make_episode(
         route_completion=90.0,
         infraction_penalty=0.7,
         success=False,
-        scores={"efficiency": 80.0},
+        scores={"efficiency": 80.0}
+        if expert_distance_m is None
+        else {"efficiency": 80.0, EXPERT_DISTANCE_KEY: expert_distance_m},
         infractions=[{"kind": "red_light", "frame": 10}],
     )
     takeovers, clips = [], []

@@ -22,6 +22,7 @@ from carla_bridge.route_sets import load_route_set
 from carla_bridge.snapshot import Control
 from experts.expert import PDMLiteExpert
 from storage.clip_format import DRIVER_EXPERT, validate_clip_arrays
+from storage.records import EXPERT_DISTANCE_KEY
 from storage.store import Store
 from takeover.cli import main
 from takeover.clips import ClipPhase
@@ -108,6 +109,9 @@ def test_demonstrations_store_strided_expert_frames_with_training_keys(sim, rout
     assert (late[:, -1, 0] > 5.0).all() and (np.abs(late[:, :, 1]) < 1.0).all()
     assert result.episode.phase == "expert" and result.episode.checkpoint_sha256 is None
     assert result.distance_m > 20.0
+    # and every metre of it is the expert's
+    assert result.expert_distance_m == result.distance_m
+    assert result.episode.scores[EXPERT_DISTANCE_KEY] == result.distance_m
 
 
 class Reckless:
@@ -135,6 +139,7 @@ def test_policy_mode_drives_without_expert_or_takeovers(sim, route) -> None:
     config = EpisodeConfig(mode="policy", max_time_s=4.0)
     result = run_episode(sim, route, 0, Reckless(), None, None, config)
     assert result.expert_ticks == 0 and not result.takeovers and not result.clips
+    assert result.expert_distance_m == 0.0 and result.distance_m > 0.0
     assert result.episode.phase == "eval"
     assert result.episode.n_frames == 80 and result.sim_time_s == pytest.approx(4.0)
     # Full throttle for 4 s from standstill covers about a_max t^2 / 2 (a_max 3.5 m/s^2, minus drag)

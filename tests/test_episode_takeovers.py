@@ -224,6 +224,8 @@ def test_standing_still_hands_over_and_back(sim, routes, features, tmp_path: Pat
     tk = result.takeovers[0]
     assert tk.frame == 60  # stuck_time_s = 3 s of standing from the start
     assert tk.speed_mps == 0.0
+    # the policy stood until the takeover and drove on after the hand-back: both drove some way
+    assert 0.0 < result.expert_distance_m < result.distance_m
 
     # And the episode ingests into a SQLite store (once), where the disengagements view lists the takeover
     with Store(f"sqlite:///{tmp_path / 'takeover.db'}", str(tmp_path / "clips")) as store:

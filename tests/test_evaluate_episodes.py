@@ -98,6 +98,11 @@ def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
     assert result.takeover_episodes[0].expert_s == pytest.approx(expert_s)
     assert result.expert_share == pytest.approx(expert_s / duration_s)
     assert result.episodes[0].expert_s == 0.0
+    # and the policy's own kilometres are read back: all of them without takeovers
+    assert result.episodes[0].expert_distance_m == 0.0
+    taken = result.takeover_episodes[0]
+    assert taken.expert_distance_m is not None and 0.0 <= taken.expert_distance_m <= taken.distance_m
+    assert result.policy_distance_km == pytest.approx((taken.distance_m - taken.expert_distance_m) / 1000.0)
     # when it runs again, the stored episodes are read back and only the failing route is tried
     driven.clear()
     again = evaluate_checkpoint(

@@ -42,6 +42,24 @@ def result(ds: list[float], takeovers: list[int], *, failures: int = 0, km: floa
     )  # fmt: skip
 
 
+def test_disengagements_per_policy_km_leave_the_experts_stretches_out():
+    # given 3 takeovers over 0.2 + 0.2 km, of which the expert drove 0.1 km and 0 km
+    taken = replace(score("a", 0, 0, phase="eval_takeover", takeovers=3), expert_distance_m=100.0)
+    clean = replace(score("b", 0, 0, phase="eval_takeover"), expert_distance_m=0.0)
+    r = EvalResult(
+        run="r", iteration=0, checkpoint_path="c.pt", checkpoint_sha256=SHA, route_set="s", backend="embedded",
+        episodes=(), takeover_episodes=(taken, clean),
+    )  # fmt: skip
+    # then the policy drove 0.3 km: 10 per policy km, against 7.5 per km driven by either
+    assert r.policy_distance_km == pytest.approx(0.3)
+    assert r.disengagements_per_policy_km == pytest.approx(10.0)
+    assert r.disengagements_per_km == pytest.approx(7.5)
+    assert r.metrics()["disengagements_per_policy_km"] == pytest.approx(10.0)
+    # and an episode stored before the expert's distance was recorded leaves it undefined, not low
+    old = replace(r, takeover_episodes=(taken, replace(clean, expert_distance_m=None)))
+    assert old.disengagements_per_policy_km is None and "disengagements_per_policy_km" not in old.metrics()
+
+
 def test_aggregates_follow_the_leaderboard_means():
     # given two routes scored 40 and 80, one success, and 3 + 1 takeovers over 0.2 + 0.2 km
     r = EvalResult(

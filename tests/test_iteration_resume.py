@@ -44,6 +44,7 @@ from takeover.training import TrainResult
 
 EVAL_EPISODE_S = 40.0  # the stand-in evaluation: one 40 s episode with takeovers ...
 EXPERT_S_PER_TAKEOVER = 2.0  # ... in which each takeover hands the wheel to the expert for 2 s
+EXPERT_M_PER_TAKEOVER = 10.0  # ... and the metres it drives
 
 
 @dataclass
@@ -100,7 +101,8 @@ class Fakes:
         plain = EpisodeScore(2, "2000", 0, "eval", "Completed", ds, ds, 1.0, False, 200.0, 0)
         n = max(0, int(10 - ds / 10))
         taken = EpisodeScore(3, "2000", 0, "eval_takeover", "Completed", 0.0, 100.0, 1.0, False, 200.0, n,
-                             duration_s=EVAL_EPISODE_S, expert_s=n * EXPERT_S_PER_TAKEOVER)  # fmt: skip
+                             duration_s=EVAL_EPISODE_S, expert_s=n * EXPERT_S_PER_TAKEOVER,
+                             expert_distance_m=n * EXPERT_M_PER_TAKEOVER)  # fmt: skip
         return EvalResult(
             run, iteration, str(checkpoint), sha, "builtin:eval", "embedded", (plain,), (taken,)
         )
@@ -206,6 +208,9 @@ def test_the_reports_show_the_expert_share_beside_disengagements(
     expert_row = next(line for line in lines if "expert share of driving %" in line)
     assert [cell.strip() for cell in expert_row.split("│")][2:5] == ["45.0", "25.0", "-20.0"]
     assert any("expert %" in line for line in lines)
+    # and per km the policy drove itself (200 m less 90 m, then less 50 m), 81.82 -> 33.33
+    policy_row = next(line for line in lines if "disengagements / policy km" in line)
+    assert [cell.strip() for cell in policy_row.split("│")][2:5] == ["81.82", "33.33", "x 0.41"]
     assert "45 % -> 25 %" in loop_markdown(loop)
     assert plot_iterations(loop, tmp_path / "plot" / "iterations.png").stat().st_size > 0
 

@@ -29,11 +29,14 @@ RED_LIGHT_ABOVE_30_KMH = (
 @pytest.fixture
 def populated(store: Store) -> Store:
     """Iteration 0: two ParkingExit episodes (1.0 km + 0.5 km) with 2 red lights and 2 collisions.
-    Iteration 1: one ParkingExit episode (2.0 km, 1 red light) and one Accident episode (1.0 km, none)."""
+    Iteration 1: one ParkingExit episode (2.0 km, 1 red light) and one Accident episode (1.0 km, none).
+    The expert drove 0.2 km of the first, 0.5 km of the third and none of the fourth; the second was
+    stored without the expert's distance (as before session 14)."""
     store.record_checkpoint(CheckpointRecord(path="ckpt/v0.pt", sha256=SHA))
     store.ingest_episode(
         *make_episode(1, route=PARKING, distance_m=1000.0, n_takeovers=3, checkpoint_sha256=SHA,
-                      reasons=("red_light", "red_light", "predicted_collision"), speeds_mps=(5.0, 9.0, 4.0))
+                      reasons=("red_light", "red_light", "predicted_collision"), speeds_mps=(5.0, 9.0, 4.0),
+                      expert_distance_m=200.0)
     )  # fmt: skip
     # ... the collision of episode 2 fired as a plan deviation the collision explains (monitor severity)
     episode, takeovers, clips = make_episode(2, route=PARKING, distance_m=500.0, n_takeovers=1,
@@ -45,9 +48,11 @@ def populated(store: Store) -> Store:
     store.ingest_episode(episode, [explained], clips)
     store.ingest_episode(
         *make_episode(3, route=PARKING, distance_m=2000.0, n_takeovers=1, iteration=1,
-                      reasons=("red_light",), speeds_mps=(12.0,))
+                      reasons=("red_light",), speeds_mps=(12.0,), expert_distance_m=500.0)
     )  # fmt: skip
-    store.ingest_episode(*make_episode(4, route=ACCIDENT, distance_m=1000.0, n_takeovers=0, iteration=1))
+    store.ingest_episode(
+        *make_episode(4, route=ACCIDENT, distance_m=1000.0, n_takeovers=0, iteration=1, expert_distance_m=0.0)
+    )
     return store
 
 
@@ -131,13 +136,23 @@ def test_readme_has_example_queries() -> None:
     assert len(_readme_queries()) >= 5
 
 
-@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize("index", range(8))
 def test_readme_example_queries_run_read_only(populated: Store, db_url: URL, index: int) -> None:
     queries = _readme_queries()
     if index >= len(queries):
         pytest.skip("fewer examples in the README")
     result = run_read_only_query(db_url, queries[index])
     assert result.columns and result.rows, queries[index]
+
+
+def test_readme_query_counts_disengagements_per_km_the_policy_drove(populated: Store, db_url: URL) -> None:
+    # Given the populated runs, where the expert drove 0.2 km of iteration 0's first episode (the second
+    # has no expert distance stored) and 0.5 km of iteration 1's 3 km
+    query = next(q for q in _readme_queries() if "expert_distance_m" in q)
+    # When the README's query runs, then iteration 0 counts only the episode that knows its split
+    rows = {r[1]: tuple(r[2:]) for r in run_read_only_query(db_url, query).rows}
+    assert rows[0] == (3, pytest.approx(3 / 0.8))
+    assert rows[1] == (1, pytest.approx(1 / 2.5))
 
 
 def test_readme_query_finds_deviations_reported_as_their_hazard(populated: Store, db_url: URL) -> None:

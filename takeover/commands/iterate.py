@@ -89,7 +89,10 @@ def _progress_line(result: IterationResult, out: Console) -> None:
     score = "-" if ev is None or ev.driving_score is None else f"{ev.driving_score:.1f}"
     dpk = "-" if ev is None or ev.disengagements_per_km is None else f"{ev.disengagements_per_km:.2f}"
     if ev is not None and ev.expert_share is not None:
-        dpk += f" (expert drove {100.0 * ev.expert_share:.0f} % of the time)"
+        dpk += f" (expert drove {100.0 * ev.expert_share:.0f} % of the time"
+        if ev.disengagements_per_policy_km is not None:
+            dpk += f"; {ev.disengagements_per_policy_km:.2f} per km the policy drove"
+        dpk += ")"
     resumed = f", resumed past {', '.join(result.steps_resumed)}" if result.steps_resumed else ""
     out.print(
         f"iteration {result.iteration}: candidate DS {score}, disengagements/km {dpk}, "
