@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 import takeover.iteration as it
 from storage.store import Store
+from takeover.commands.iterate import _progress_line
 from takeover.datasets import DatasetError
 from takeover.evaluate import EpisodeScore, EvalResult
 from takeover.iteration import (
@@ -211,6 +212,10 @@ def test_the_reports_show_the_expert_share_beside_disengagements(
     # and per km the policy drove itself (200 m less 90 m, then less 50 m), 81.82 -> 33.33
     policy_row = next(line for line in lines if "disengagements / policy km" in line)
     assert [cell.strip() for cell in policy_row.split("│")][2:5] == ["81.82", "33.33", "x 0.41"]
+    # and the line `takeover iterate` prints per iteration says both
+    progress = Console(record=True, width=250)
+    _progress_line(loop.iterations[1], progress)
+    assert "(expert drove 25 % of the time; 33.33 per km the policy drove)" in progress.export_text()
     assert "45 % -> 25 %" in loop_markdown(loop)
     assert plot_iterations(loop, tmp_path / "plot" / "iterations.png").stat().st_size > 0
 
