@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from carla_bridge.errors import SimulatorError, TakeoverError
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route_sets import route_files
+from carla_bridge.scoring.record import optional_float
 from storage.models import Checkpoint, Episode, Iteration, Takeover, TrainingRound
 from storage.models import Route as RouteRow
 from storage.records import EXPERT_DISTANCE_KEY, CheckpointRecord, TrainingRoundRecord
@@ -297,10 +298,6 @@ def _sha_filter(stmt: Any, checkpoint_sha256: str | None) -> Any:
     )
 
 
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def stored_episodes(
     store: Store,
     run: str,
@@ -380,7 +377,7 @@ def stored_episodes(
             scenario_type=str(r.scenario_type),
             duration_s=duration[int(r.id)],
             expert_s=expert_s[int(r.id)],
-            expert_distance_m=_optional_float((r.scores or {}).get(EXPERT_DISTANCE_KEY)),
+            expert_distance_m=optional_float((r.scores or {}).get(EXPERT_DISTANCE_KEY)),
         )
         for r in rows
     ]

@@ -135,11 +135,6 @@ class BeforeAfter:
         """DPK_final / DPK_v0."""
         return _ratio(self.v0.disengagements_per_km, self.final.disengagements_per_km)
 
-    @property
-    def policy_dpk_ratio(self) -> float | None:
-        """The same per kilometre the policy drove itself (longer takeovers cannot lower it)."""
-        return _ratio(self.v0.disengagements_per_policy_km, self.final.disengagements_per_policy_km)
-
 
 def _ratio(before: float | None, after: float | None) -> float | None:
     if before is None or after is None or before <= 0:
@@ -159,6 +154,10 @@ def before_after(loop: LoopResult) -> BeforeAfter:
         ):
             return BeforeAfter(v0, result.evaluation, result.iteration)
     return BeforeAfter(v0, v0, 0)
+
+
+# Rows of the before/after table whose change is a ratio (final / v0), as the target is stated.
+RATE_ROWS = frozenset({"disengagements / km", "disengagements / policy km"})
 
 
 def before_after_table(loop: LoopResult) -> Table:
@@ -182,10 +181,8 @@ def before_after_table(loop: LoopResult) -> Table:
         change = MISSING
         if name == "driving score" and ba.ds_change_pct is not None:
             change = f"{ba.ds_change_pct:+.1f} %"
-        elif name == "disengagements / km" and ba.dpk_ratio is not None:
-            change = f"x {ba.dpk_ratio:.2f}"
-        elif name == "disengagements / policy km" and ba.policy_dpk_ratio is not None:
-            change = f"x {ba.policy_dpk_ratio:.2f}"
+        elif name in RATE_ROWS and (ratio := _ratio(before, after)) is not None:
+            change = f"x {ratio:.2f}"
         elif before is not None and after is not None:
             change = format(after - before, "+" + spec)
         table.add_row(name, _fmt(before, spec), _fmt(after, spec), change)

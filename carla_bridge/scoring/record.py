@@ -150,15 +150,16 @@ class RouteRecord:
                 duration_game=float(meta.get("duration_game", 0.0)),
                 duration_system=float(meta.get("duration_system", 0.0)),
             ),
-            efficiency=_optional_float(data.get("efficiency")),
-            comfort=_optional_float(data.get("comfort")),
+            efficiency=optional_float(data.get("efficiency")),
+            comfort=optional_float(data.get("comfort")),
             scenario_types=tuple(str(t) for t in data.get("scenario_types", ())),
             town=str(data.get("town", "")),
             extras={k: v for k, v in data.items() if k not in known},
         )
 
 
-def _optional_float(value: Any) -> float | None:
+def optional_float(value: Any) -> float | None:
+    """`value` as a float, None kept (an optional number read back from JSON)."""
     return None if value is None else float(value)
 
 
