@@ -236,6 +236,7 @@ def nightly_iteration_flow(
     eval_route_ids: list[str] | None = None,
     seeds: list[int] | None = None,
     use_dpo: bool | None = None,
+    select_candidate: bool | None = None,
     base_run: str | None = None,
     maps: list[str] | None = None,
     backend: str | None = None,
@@ -263,9 +264,9 @@ def nightly_iteration_flow(
         )
         config = configure(
             base, train_routes=train_routes, train_route_ids=train_route_ids, eval_routes=eval_routes,
-            eval_route_ids=eval_route_ids, seeds=seeds, use_dpo=use_dpo, base_run=base_run, backend=backend,
-            maps=maps, train_overrides=train_overrides, carla_overrides=carla_overrides,
-            carla_managed=carla_managed,
+            eval_route_ids=eval_route_ids, seeds=seeds, use_dpo=use_dpo, select_candidate=select_candidate,
+            base_run=base_run, backend=backend, maps=maps, train_overrides=train_overrides,
+            carla_overrides=carla_overrides, carla_managed=carla_managed,
         )  # fmt: skip
         first = next_iteration(store, run) if iteration is None else iteration
         numbers = [0, 1] if first == 0 else [first]

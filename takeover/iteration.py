@@ -1,7 +1,7 @@
 """One post-optimization iteration as resumable steps, and the loop over iterations (`takeover iterate`).
 
     iteration 0 (bootstrap)  collect_demos -> bc -> evaluate -> promote          (policy v0)
-    iteration k >= 1         collect_takeovers -> dagger -> dpo -> evaluate -> promote
+    iteration k >= 1         collect_takeovers -> dagger -> dpo [-> evaluate_dagger] -> evaluate -> promote
 
 collect_demos: the expert drives the training routes (phase "expert"); bc: behaviour cloning (v0);
 collect_takeovers: the incumbent drives the training routes with the shadow expert taking over (phase
@@ -10,6 +10,13 @@ takeover so far; dpo: prefer the expert's plans over the policy's, from the DAgg
 in the DAgger-only ablation, `use_dpo: false`); evaluate: the candidate on the held-out routes
 (takeover.evaluate); promote: the candidate becomes the incumbent only if it beats it
 (takeover.evaluate.should_promote); the iteration row then records the promoted checkpoint.
+
+With `select_candidate: true`, evaluate_dagger also evaluates DAgger's checkpoint (under the phases
+eval_dagger / eval_takeover_dagger, so per-phase views never mix two checkpoints). The candidate is
+then the DPO checkpoint unless DAgger's beats it by the promotion rule itself; DPO can hurt in a
+given round (README, session 14), and this keeps such a round from costing the iteration. Both
+checkpoints are judged on the held-out routes, like every promotion: the selection is one more
+comparison on the same routes, and the before/after numbers carry that (small) selection bias.
 
 Every finished step is logged in the database as a `training_rounds` row of kind "step" (name = the
 step, status completed or skipped, metrics, outputs in `config`, input and output checkpoints); a
@@ -106,13 +113,19 @@ class Step(StrEnum):
     COLLECT_TAKEOVERS = "collect_takeovers"
     DAGGER = "dagger"
     DPO = "dpo"
+    EVALUATE_DAGGER = "evaluate_dagger"
     EVALUATE = "evaluate"
     PROMOTE = "promote"
 
 
 STEP_NAMES = frozenset(s.value for s in Step)
 BOOTSTRAP_STEPS = (Step.COLLECT_DEMOS, Step.BC, Step.EVALUATE, Step.PROMOTE)
-ITERATION_STEPS = (Step.COLLECT_TAKEOVERS, Step.DAGGER, Step.DPO, Step.EVALUATE, Step.PROMOTE)
+ITERATION_STEPS = (
+    Step.COLLECT_TAKEOVERS, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.PROMOTE
+)  # fmt: skip
+EVAL_STEPS = (Step.EVALUATE, Step.EVALUATE_DAGGER)
+# evaluate_dagger stores its episodes under the evaluation phases + this suffix (eval_dagger, ...)
+DAGGER_PHASE_SUFFIX = "_dagger"
 
 
 # ------------------------------------------------------------------------------------------ configs
@@ -130,6 +143,9 @@ class IterationConfig:
     # (with the same seeds an incumbent kept after a failed promotion would replay identical episodes).
     collect_seed_stride: int = 1000
     use_dpo: bool = True  # false: the DAgger-only ablation
+    # Also evaluate DAgger's checkpoint and take it as the candidate when it beats DAgger + DPO's
+    # (the promotion rule); twice the evaluation time per iteration.
+    select_candidate: bool = False
     base_run: str = ""  # reuse this run's demonstrations, v0 and v0's evaluation; "" = bootstrap here
     backend: str = EMBEDDED  # embedded | carla (leaderboard runs on a CARLA server pool)
     maps: list[str] = field(default_factory=list)  # folders searched first for <Town>.xodr
@@ -528,6 +544,9 @@ class IterationResult:
     incumbent_before: CheckpointRef | None  # the policy that collected (None for the bootstrap)
     candidate: CheckpointRef | None  # the checkpoint evaluated (None when training was skipped)
     evaluation: EvalResult | None  # the candidate's evaluation
+    # select_candidate: the other evaluated checkpoint of the iteration (DAgger's or DAgger + DPO's)
+    rival: CheckpointRef | None
+    rival_evaluation: EvalResult | None
     promoted: bool
     reason: str  # why (not) promoted, or why training was skipped
     incumbent_after: CheckpointRef  # the incumbent once this iteration is done
@@ -611,8 +630,15 @@ def _collect_step(ctx: _Context, iteration: int, mode: EpisodeMode, seeds: Seque
     )
 
 
-def _evaluate_step(ctx: _Context, iteration: int, candidate: CheckpointRef) -> StepOutcome:
+def _evaluate_step(
+    ctx: _Context, iteration: int, candidate: CheckpointRef, phase_suffix: str = ""
+) -> StepOutcome:
     config = ctx.config
+    eval_config = dataclasses.replace(
+        config.eval,
+        phase=config.eval.phase + phase_suffix,
+        takeover_phase=config.eval.takeover_phase + phase_suffix,
+    )
     routes = load_route_set(config.eval.routes, list(config.eval.route_ids) or None)
     kwargs = _batch_kwargs(ctx)
     if config.backend == CARLA:
@@ -620,7 +646,7 @@ def _evaluate_step(ctx: _Context, iteration: int, candidate: CheckpointRef) -> S
                                    config.carla_managed)  # fmt: skip
     result = evaluate_checkpoint(
         candidate.path, routes, config.eval.seeds, ctx.store, ctx.run, iteration,
-        config=config.eval, route_set=config.eval.routes, **kwargs,
+        config=eval_config, route_set=config.eval.routes, **kwargs,
     )  # fmt: skip
     return StepOutcome(COMPLETED, result.metrics(), {"eval": result.to_json()}, candidate)
 
@@ -928,23 +954,38 @@ def _improve(ctx: _Context, iteration: int) -> IterationResult:
     dpo_record = ctx.step(
         iteration, Step.DPO, dpo, dagger_record.checkpoint.sha256 if dagger_record.checkpoint else None
     )
-    candidate = dpo_record.checkpoint or dagger_record.checkpoint
+    trained = dpo_record.checkpoint or dagger_record.checkpoint
+    dagger_eval: EvalResult | None = None
+    if config.select_candidate:
+
+        def evaluate_dagger() -> StepOutcome:
+            if dagger_record.checkpoint is None or dpo_record.checkpoint is None:
+                return StepOutcome(
+                    SKIPPED, outputs={"reason": "no DPO checkpoint: nothing to select between"}
+                )
+            return _evaluate_step(ctx, iteration, dagger_record.checkpoint, DAGGER_PHASE_SUFFIX)
+
+        dagger_eval = _eval_of(
+            ctx.step(iteration, Step.EVALUATE_DAGGER, evaluate_dagger,
+                     dagger_record.checkpoint.sha256 if dagger_record.checkpoint else None)
+        )  # fmt: skip
 
     def evaluate() -> StepOutcome:
-        if candidate is None:
+        if trained is None:
             return StepOutcome(SKIPPED, outputs={"reason": "no candidate: training was skipped"})
-        return _evaluate_step(ctx, iteration, candidate)
+        return _evaluate_step(ctx, iteration, trained)
 
-    evaluation = _eval_of(
-        ctx.step(iteration, Step.EVALUATE, evaluate, candidate.sha256 if candidate else None)
-    )
+    trained_eval = _eval_of(ctx.step(iteration, Step.EVALUATE, evaluate, trained.sha256 if trained else None))
+    selection = select_candidate(trained_eval, dagger_eval, config.promotion)
+    candidate = dagger_record.checkpoint if selection.step == Step.EVALUATE_DAGGER else trained
+    evaluation = dagger_eval if selection.step == Step.EVALUATE_DAGGER else trained_eval
 
     def promote() -> StepOutcome:
         if evaluation is None or candidate is None:
             reason = "no candidate was evaluated; the incumbent stays"
             promoted = False
         else:
-            incumbent_eval = _eval_of(StepLog(ctx.store, ctx.run).get(incumbent_iteration, Step.EVALUATE))
+            incumbent_eval = candidate_evaluation(StepLog(ctx.store, ctx.run).records(incumbent_iteration))
             if incumbent_eval is None:
                 raise LoopError(
                     f"the incumbent of run {ctx.run!r} (iteration {incumbent_iteration}) has no stored "
@@ -952,12 +993,59 @@ def _improve(ctx: _Context, iteration: int) -> IterationResult:
                 )
             decision = promotion_decision(evaluation, incumbent_eval, config.promotion)
             promoted, reason = decision.promoted, decision.reason
+        if selection.reason:
+            reason = f"{selection.reason}; {reason}"
         after = candidate if promoted and candidate is not None else incumbent
         _finish_iteration(ctx, iteration, candidate if promoted else None)
-        return StepOutcome(COMPLETED, {"promoted": float(promoted)}, {"reason": reason}, after)
+        outputs = {"reason": reason, "candidate_step": selection.step.value}
+        return StepOutcome(COMPLETED, {"promoted": float(promoted)}, outputs, after)
 
     ctx.step(iteration, Step.PROMOTE, promote, candidate.sha256 if candidate else incumbent.sha256)
     return read_iteration(ctx.store, ctx.run, iteration, ran=ctx.ran, resumed=ctx.resumed)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which evaluation step holds the iteration's candidate, and why ("" when there was no choice)."""
+
+    step: Step
+    reason: str = ""
+
+
+def select_candidate(
+    trained: EvalResult | None, dagger: EvalResult | None, config: PromotionConfig
+) -> Selection:
+    """The candidate of an iteration that evaluated both DAgger's and DAgger + DPO's checkpoint.
+
+    DPO's checkpoint is the method's output and stays the candidate unless DAgger's beats it by the
+    promotion rule (more DS, or a DS tie with fewer disengagements/km): a tie keeps DPO's.
+    """
+    if trained is None or dagger is None:
+        return Selection(Step.EVALUATE)
+    decision = promotion_decision(dagger, trained, config)
+    if decision.promoted:
+        return Selection(Step.EVALUATE_DAGGER, f"DAgger's checkpoint beat DAgger + DPO's ({decision.reason})")
+    ds_d, ds_t = dagger.driving_score, trained.driving_score
+    return Selection(
+        Step.EVALUATE, f"DAgger + DPO's checkpoint kept over DAgger's (DS {_ds(ds_t)} vs {_ds(ds_d)})"
+    )
+
+
+def _ds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def candidate_step(records: Mapping[Step, StepRecord]) -> Step:
+    """The evaluation step whose checkpoint the iteration's promote step judged (evaluate by default,
+    and for iterations logged before candidates were selected)."""
+    promote = records.get(Step.PROMOTE)
+    name = str(promote.outputs.get("candidate_step", Step.EVALUATE)) if promote is not None else Step.EVALUATE
+    return Step(name) if name in {s.value for s in EVAL_STEPS} else Step.EVALUATE
+
+
+def candidate_evaluation(records: Mapping[Step, StepRecord]) -> EvalResult | None:
+    """The stored evaluation of an iteration's candidate."""
+    return _eval_of(records.get(candidate_step(records)))
 
 
 def read_iteration(
@@ -968,7 +1056,9 @@ def read_iteration(
     promote = records.get(Step.PROMOTE)
     if promote is None or promote.checkpoint is None:
         raise LoopError(f"iteration {iteration} of run {run!r} has not finished (no promote step)")
-    evaluate = records.get(Step.EVALUATE)
+    chosen = candidate_step(records)
+    evaluate = records.get(chosen)
+    rival = records.get(Step.EVALUATE_DAGGER if chosen == Step.EVALUATE else Step.EVALUATE)
     collect = records.get(Step.COLLECT_DEMOS if iteration == 0 else Step.COLLECT_TAKEOVERS)
     training = {
         step.value: records[step].metrics
@@ -986,6 +1076,8 @@ def read_iteration(
         incumbent_before=None if iteration == 0 or collect is None else collect.input_checkpoint,
         candidate=evaluate.checkpoint if evaluate is not None else None,
         evaluation=_eval_of(evaluate),
+        rival=rival.checkpoint if rival is not None and _eval_of(rival) is not None else None,
+        rival_evaluation=_eval_of(rival),
         promoted=promote.metrics.get("promoted", 0.0) >= 1.0,
         reason=str(promote.outputs.get("reason", "")),
         incumbent_after=promote.checkpoint,
@@ -1091,6 +1183,7 @@ def configure(
     eval_route_ids: Sequence[str] | None = None,
     seeds: Sequence[int] | None = None,
     use_dpo: bool | None = None,
+    select_candidate: bool | None = None,
     base_run: str | None = None,
     backend: str | None = None,
     maps: Sequence[str] | None = None,
@@ -1114,6 +1207,8 @@ def configure(
         new.eval.seeds = [int(s) for s in seeds]
     if use_dpo is not None:
         new.use_dpo = use_dpo
+    if select_candidate is not None:
+        new.select_candidate = select_candidate
     if base_run is not None:
         new.base_run = base_run
     if backend is not None:

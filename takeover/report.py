@@ -65,6 +65,7 @@ class IterationRow:
     promoted: bool
     incumbent_driving_score: float | None  # the incumbent after the iteration
     incumbent_disengagements_per_km: float | None
+    incumbent_disengagements_per_policy_km: float | None
     incumbent_expert_share: float | None
     note: str
 
@@ -90,6 +91,9 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
                 promoted=result.promoted,
                 incumbent_driving_score=incumbent_eval.driving_score if incumbent_eval else None,
                 incumbent_disengagements_per_km=incumbent_eval.disengagements_per_km
+                if incumbent_eval
+                else None,
+                incumbent_disengagements_per_policy_km=incumbent_eval.disengagements_per_policy_km
                 if incumbent_eval
                 else None,
                 incumbent_expert_share=incumbent_eval.expert_share if incumbent_eval else None,
@@ -256,6 +260,7 @@ class ReplicateRow:
     iteration: int
     driving_score: Spread | None
     disengagements_per_km: Spread | None
+    disengagements_per_policy_km: Spread | None  # None where evaluations predate the expert's metres
     expert_share: Spread | None
     promoted: int
 
@@ -266,6 +271,7 @@ class ReplicateSummary:
     rows: tuple[ReplicateRow, ...]  # iterations every run has finished
     ds_change_pct: Spread | None  # per run: final incumbent vs its v0
     dpk_ratio: Spread | None
+    policy_dpk_ratio: Spread | None  # ... per km the policy drove
 
 
 def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
@@ -286,6 +292,9 @@ def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
                 iteration=k,
                 driving_score=spread([r.incumbent_driving_score for r in incumbents]),
                 disengagements_per_km=spread([r.incumbent_disengagements_per_km for r in incumbents]),
+                disengagements_per_policy_km=spread(
+                    [r.incumbent_disengagements_per_policy_km for r in incumbents]
+                ),
                 expert_share=spread([_percent(r.incumbent_expert_share) for r in incumbents]),
                 promoted=sum(r.promoted for r in incumbents),
             )
@@ -296,6 +305,12 @@ def replicate_summary(loops: Sequence[LoopResult]) -> ReplicateSummary:
         rows=tuple(rows),
         ds_change_pct=spread([ba.ds_change_pct for ba in finals]),
         dpk_ratio=spread([ba.dpk_ratio for ba in finals]),
+        policy_dpk_ratio=spread(
+            [
+                _ratio(ba.v0.disengagements_per_policy_km, ba.final.disengagements_per_policy_km)
+                for ba in finals
+            ]
+        ),
     )
 
 
@@ -309,18 +324,19 @@ def replicate_table(summary: ReplicateSummary) -> Table:
         title=f"{n} replicate runs ({', '.join(summary.runs)}): the incumbent per iteration, "
         "mean ± sd [min, max]"
     )
-    for column in ("iter", "DS", "dis/km", "expert %", "promoted"):
+    for column in ("iter", "DS", "dis/km", "dis/policy km", "expert %", "promoted"):
         table.add_column(column)
     for row in summary.rows:
         table.add_row(
             str(row.iteration), _spread_cell(row.driving_score, ".1f"),
-            _spread_cell(row.disengagements_per_km, ".2f"), _spread_cell(row.expert_share, ".0f"),
-            f"{row.promoted} of {n}",
+            _spread_cell(row.disengagements_per_km, ".2f"), _spread_cell(row.disengagements_per_policy_km, ".2f"),
+            _spread_cell(row.expert_share, ".0f"), f"{row.promoted} of {n}",
         )  # fmt: skip
     table.add_row(
         "final vs v0",
         f"{_spread_cell(summary.ds_change_pct, '+.1f')} %",
         f"x {_spread_cell(summary.dpk_ratio, '.2f')}",
+        f"x {_spread_cell(summary.policy_dpk_ratio, '.2f')}",
         "",
         "",
     )
@@ -613,6 +629,12 @@ def iteration_markdown(store: Store, result: IterationResult, takeover_phase: st
         distance_km=float(result.collect.get("distance_km", 0.0)),
     )
     verdict = f"**{'promoted' if result.promoted else 'not promoted'}**: {result.reason}"
+    rival, rival_eval = result.rival, result.rival_evaluation
+    if rival is not None and rival_eval is not None:
+        verdict += (
+            f"\n\nThe other checkpoint evaluated, {Path(rival.path).name}: DS {_fmt(rival_eval.driving_score)}, "
+            f"disengagements/km {_fmt(rival_eval.disengagements_per_km, '.2f')}"
+        )
     if result.evaluation is None:
         return f"{collection}\n{verdict}\n"
     return f"{collection}\n{verdict}\n\n{eval_markdown(store, result.evaluation, takeover_phase)}"

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 import takeover.iteration as it
 from storage.store import Store
-from takeover.commands.iterate import _progress_line
+from takeover.commands.iterate import _progress_line, loop_json
 from takeover.datasets import DatasetError
 from takeover.evaluate import EpisodeScore, EvalResult
 from takeover.iteration import (
@@ -34,6 +34,7 @@ from takeover.iteration import (
 from takeover.report import (
     Spread,
     before_after_table,
+    iteration_markdown,
     iteration_table,
     loop_markdown,
     plot_iterations,
@@ -58,6 +59,7 @@ class Fakes:
     fail_once: set[str] = field(default_factory=set)  # step functions that raise on their first call
     calls: Counter[str] = field(default_factory=Counter)
     seeds: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (mode, iteration) -> seeds
+    eval_phases: dict[str, tuple[str, str]] = field(default_factory=dict)  # checkpoint -> storage phases
 
     def _maybe_fail(self, name: str) -> None:
         self.calls[name] += 1
@@ -95,7 +97,9 @@ class Fakes:
         return self._checkpoint(run, f"dpo-{iteration}", iteration, None)
 
     def evaluate_checkpoint(self, checkpoint, routes, seeds, store, run, iteration, **kwargs) -> EvalResult:
-        self._maybe_fail("evaluate")
+        phases = (kwargs["config"].phase, kwargs["config"].takeover_phase)
+        self.eval_phases[Path(checkpoint).stem] = phases
+        self._maybe_fail("evaluate_dagger" if phases[0].endswith(it.DAGGER_PHASE_SUFFIX) else "evaluate")
         name = Path(checkpoint).stem
         sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
         ds = self.ds.get(name, 10.0)
@@ -254,6 +258,94 @@ def test_dpo_without_usable_pairs_is_skipped_and_dagger_stands(fakes: Fakes, sto
     )
 
 
+def test_selection_takes_daggers_checkpoint_when_it_beats_dpos(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given candidate selection on, v0 at DS 10, DAgger's checkpoint at 40 and DAgger + DPO's at 20
+    fakes.ds = {"bc": 10.0, "dagger-1": 40.0, "dpo-1": 20.0}
+    result = run_loop("sel", 1, configure(config, select_candidate=True), store).final
+    # then both were evaluated, DAgger's under its own storage phases, and DAgger's is the candidate
+    assert result.steps_run == (
+        "collect_takeovers",
+        "dagger",
+        "dpo",
+        "evaluate_dagger",
+        "evaluate",
+        "promote",
+    )
+    assert fakes.eval_phases["dagger-1"] == ("eval_dagger", "eval_takeover_dagger")
+    assert fakes.eval_phases["dpo-1"] == ("eval", "eval_takeover")
+    assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
+    assert result.evaluation is not None and result.evaluation.driving_score == 40.0
+    assert result.rival is not None and result.rival.path.endswith("dpo-1.pt")
+    assert result.rival_evaluation is not None and result.rival_evaluation.driving_score == 20.0
+    # and it is promoted over v0, with both decisions in the reason
+    assert result.promoted and result.incumbent_after.path.endswith("dagger-1.pt")
+    assert result.reason.startswith("DAgger's checkpoint beat DAgger + DPO's (DS 40.0 >= incumbent 20.0")
+    assert "DS 40.0 >= incumbent 10.0" in result.reason
+    # and the iteration's artifact and JSON name the checkpoint not chosen
+    assert "The other checkpoint evaluated, dpo-1.pt: DS 20.0" in iteration_markdown(
+        store, result, "eval_takeover"
+    )
+    assert loop_json(read_loop(store, "sel"))["iterations"][1]["rival_metrics"]["driving_score"] == 20.0
+
+
+def test_selection_keeps_dpos_checkpoint_unless_daggers_is_better(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given DAgger's checkpoint only ties DAgger + DPO's (DS 30.5 vs 30.2, as many disengagements)
+    fakes.ds = {"bc": 10.0, "dagger-1": 30.5, "dpo-1": 30.2}
+    result = run_loop("tie", 1, configure(config, select_candidate=True), store).final
+    # then the method's output stays the candidate
+    assert result.candidate is not None and result.candidate.path.endswith("dpo-1.pt")
+    assert result.rival is not None and result.rival.path.endswith("dagger-1.pt")
+    assert "DAgger + DPO's checkpoint kept over DAgger's (DS 30.2 vs 30.5)" in result.reason
+
+
+def test_the_next_promotion_compares_with_the_selected_checkpoints_evaluation(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given iteration 1 selected DAgger's checkpoint at DS 40, and iteration 2's best is DPO's at 35
+    fakes.ds = {"bc": 10.0, "dagger-1": 40.0, "dpo-1": 20.0, "dagger-2": 30.0, "dpo-2": 35.0}
+    loop = run_loop("sel", 2, configure(config, select_candidate=True), store)
+    # then iteration 2 is judged against 40 (DAgger's evaluation), not 20 (the other one of iteration 1)
+    two = loop.iterations[2]
+    assert not two.promoted and "below the incumbent's 40.0" in two.reason
+    assert two.incumbent_after.path.endswith("dagger-1.pt")
+    # and the log rebuilds the same candidates
+    assert [Path(r.candidate.path).name for r in read_loop(store, "sel").iterations[1:]] == [
+        "dagger-1.pt",
+        "dpo-2.pt",
+    ]
+
+
+def test_a_crash_in_the_second_evaluation_does_not_repeat_the_first(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    config = configure(config, select_candidate=True)
+    run_iteration("r", 0, config, store)
+    fakes.fail_once = {"evaluate"}  # DAgger + DPO's evaluation, after DAgger's finished
+    with pytest.raises(RuntimeError, match="injected crash in evaluate"):
+        run_iteration("r", 1, config, store)
+    result = run_iteration("r", 1, config, store)
+    assert result.steps_resumed == ("collect_takeovers", "dagger", "dpo", "evaluate_dagger")
+    assert result.steps_run == ("evaluate", "promote")
+    assert fakes.calls["evaluate_dagger"] == 1
+
+
+def test_selection_without_a_dpo_checkpoint_evaluates_daggers_once(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given the DAgger-only ablation with selection on
+    result = run_loop("abl", 1, configure(config, select_candidate=True, use_dpo=False), store).final
+    # then there is nothing to select between: DAgger's checkpoint is evaluated once, as the candidate
+    assert fakes.calls["evaluate_dagger"] == 0 and fakes.calls["evaluate"] == 2  # v0 and dagger-1
+    assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
+    assert result.rival is None and result.rival_evaluation is None
+    record = it.StepLog(store, "abl").get(1, Step.EVALUATE_DAGGER)
+    assert record is not None and record.status == "skipped"
+
+
 def test_a_run_from_a_base_run_shares_its_v0_and_evaluation(
     fakes: Fakes, store: Store, config: IterationConfig
 ):
@@ -335,10 +427,17 @@ def test_replicates_are_summarised_per_iteration_by_mean_and_spread(
     assert summary.ds_change_pct is not None and summary.dpk_ratio is not None
     assert summary.ds_change_pct.values == pytest.approx((200.0, 400.0, 600.0))
     assert (summary.dpk_ratio.mean, summary.dpk_ratio.sd) == pytest.approx((25.0 / 45.0, 10.0 / 45.0))
+    # and per km the policy drove (200 m less 10 m per takeover): v0 9 / 0.11 km, the runs 7 / 0.13,
+    # 5 / 0.15 and 3 / 0.17 km
+    policy = first.disengagements_per_policy_km
+    assert policy is not None and policy.values == pytest.approx((7 / 0.13, 5 / 0.15, 3 / 0.17))
+    assert summary.policy_dpk_ratio is not None
+    assert summary.policy_dpk_ratio.values == pytest.approx(tuple(v / (9 / 0.11) for v in policy.values))
     out = Console(record=True, width=250)
     out.print(replicate_table(summary))
     text_out = out.export_text()
     assert "50.0 ± 20.0 [30.0, 70.0]" in text_out and "3 of 3" in text_out
+    assert "x 0.43 ± 0.22 [0.22, 0.66]" in text_out
     assert plot_replicates(summary, tmp_path / "rep.png").stat().st_size > 0
 
 

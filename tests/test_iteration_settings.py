@@ -191,3 +191,20 @@ def test_free_form_sections_are_kept_whole():
 
 def test_keys_only_one_version_has_are_not_reported_as_changed():
     assert changed_settings({"use_dpo": True, "gone": 1}, {"use_dpo": True, "added": 2}) == []
+
+
+def test_the_select_candidate_flag_is_stored_with_the_run_and_kept_on_resume(
+    tmp_path: Path, crashing_collection: None
+):
+    # given a run started from the command line with --select-candidate that crashed in its first step
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    flags = ["--db-url", db, "--clip-root", str(tmp_path / "c"), "--no-progress"]
+    with pytest.raises(Interrupted):
+        main(["iterate", "--run", "sel", "--iterations", "1", "--select-candidate", *flags])
+    # then the run's stored settings select candidates, and a resume without the flag keeps that
+    with Store(db, str(tmp_path / "c")) as store:
+        stored = stored_iteration_config(store, "sel")
+        assert stored is not None and stored.select_candidate
+        resumed = load_run_config(store, "sel", [], None, resume=True)
+    assert resumed.select_candidate
+    assert not load_iteration_config().select_candidate  # off unless asked for

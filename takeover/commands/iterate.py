@@ -79,6 +79,7 @@ def iteration_config(args: argparse.Namespace, store: Store | None = None) -> It
         base,
         seeds=args.seeds or None,
         use_dpo=False if args.no_dpo else None,
+        select_candidate=True if args.select_candidate else None,
         base_run=args.from_run,
         train_overrides=args.train_set,
     )
@@ -142,6 +143,8 @@ def loop_json(loop: LoopResult) -> dict[str, object]:
                 "iteration": r.iteration,
                 "candidate": r.candidate.path if r.candidate else None,
                 "metrics": r.evaluation.metrics() if r.evaluation else {},
+                "rival": r.rival.path if r.rival else None,  # select_candidate: the checkpoint not chosen
+                "rival_metrics": r.rival_evaluation.metrics() if r.rival_evaluation else {},
                 "collect": r.collect,
                 "training": r.training,
                 "promoted": r.promoted,
@@ -168,6 +171,7 @@ def replicate_json(summary: ReplicateSummary) -> dict[str, object]:
                 "iteration": row.iteration,
                 "driving_score": values(row.driving_score),
                 "disengagements_per_km": values(row.disengagements_per_km),
+                "disengagements_per_policy_km": values(row.disengagements_per_policy_km),
                 "expert_share_pct": values(row.expert_share),
                 "promoted": row.promoted,
             }
@@ -175,6 +179,7 @@ def replicate_json(summary: ReplicateSummary) -> dict[str, object]:
         ],
         "ds_change_pct": values(summary.ds_change_pct),
         "disengagements_per_km_ratio": values(summary.dpk_ratio),
+        "disengagements_per_policy_km_ratio": values(summary.policy_dpk_ratio),
     }
 
 
@@ -227,6 +232,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=int, default=3, help="post-optimization iterations after v0")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds of demonstrations, rollouts and evaluation")
     p.add_argument("--no-dpo", action="store_true", help="the DAgger-only ablation (use_dpo=false)")
+    p.add_argument(
+        "--select-candidate", action="store_true",
+        help="also evaluate DAgger's checkpoint; it is the candidate when it beats DAgger + DPO's (x2 evaluation)",
+    )  # fmt: skip
     p.add_argument("--from-run", metavar="RUN", help="share RUN's demonstrations, v0 and v0's evaluation")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="also tabulate these runs (the ablation)")
     p.add_argument(
