@@ -555,6 +555,7 @@ class IterationResult:
     steps_run: tuple[str, ...]  # steps executed by this call
     steps_resumed: tuple[str, ...]  # steps found done in the log and skipped
     use_dpo: bool
+    select_candidate: bool = False  # the setting the iteration ran with
 
 
 @dataclass
@@ -1070,6 +1071,7 @@ def read_iteration(
             select(Iteration.config).where(Iteration.run == run, Iteration.number == iteration)
         ).scalar_one_or_none()
     use_dpo = bool(((stored or {}).get("comparable") or {}).get("use_dpo", True))
+    selects = bool(((stored or {}).get("loop") or {}).get("select_candidate", False))
     return IterationResult(
         run=run,
         iteration=iteration,
@@ -1086,6 +1088,7 @@ def read_iteration(
         steps_run=tuple(ran),
         steps_resumed=tuple(resumed),
         use_dpo=use_dpo,
+        select_candidate=selects,
     )
 
 
@@ -1130,6 +1133,13 @@ class LoopResult:
     @property
     def final(self) -> IterationResult:
         return self.iterations[-1]
+
+    @property
+    def method(self) -> str:
+        """What the run trains, for labels: DAgger only, DAgger + DPO, or the better of the two."""
+        if not self.final.use_dpo:
+            return "DAgger only"
+        return "DAgger + DPO, selected" if self.final.select_candidate else "DAgger + DPO"
 
     def evaluation_of(self, checkpoint: CheckpointRef) -> EvalResult | None:
         """The evaluation of the iteration whose candidate was `checkpoint`."""

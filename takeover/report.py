@@ -104,8 +104,9 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
 
 
 def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
-    dpo = "DAgger + DPO" if loop.final.use_dpo else "DAgger only"
-    table = Table(title=title or f"run {loop.run} ({dpo}): candidate on the held-out routes per iteration")
+    table = Table(
+        title=title or f"run {loop.run} ({loop.method}): candidate on the held-out routes per iteration"
+    )
     for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km", "expert %",
                    "promoted", "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
         table.add_column(column, overflow="fold")
@@ -198,7 +199,7 @@ def ablation_table(arms: Sequence[LoopResult]) -> Table:
     table = Table(title="ablation: candidate DS and disengagements/km per iteration")
     table.add_column("iter")
     for arm in arms:
-        name = f"{arm.run} ({'DAgger + DPO' if arm.final.use_dpo else 'DAgger only'})"
+        name = f"{arm.run} ({arm.method})"
         table.add_column(f"{name} DS")
         table.add_column(f"{name} dis/km")
     depth = max(len(arm.iterations) for arm in arms)
@@ -404,7 +405,7 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
 
     fig, (ax_ds, ax_dpk) = plt.subplots(1, 2, figsize=PLOT_SIZE_IN)
     for arm in (loop, *others):
-        label = f"{arm.run} ({'DAgger+DPO' if arm.final.use_dpo else 'DAgger only'})"
+        label = f"{arm.run} ({arm.method})"
         rows = iteration_rows(arm)
         ks = [r.iteration for r in rows]
         (line,) = ax_ds.plot(ks, [r.incumbent_driving_score for r in rows], drawstyle="steps-post",
@@ -576,7 +577,7 @@ def loop_markdown(loop: LoopResult) -> str:
     ba = before_after(loop)
     return "\n".join(
         [
-            f"# Run {loop.run} ({'DAgger + DPO' if loop.final.use_dpo else 'DAgger only'})",
+            f"# Run {loop.run} ({loop.method})",
             "",
             _markdown_table(
                 [

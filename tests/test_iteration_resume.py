@@ -232,6 +232,7 @@ def test_dagger_only_ablation_skips_dpo_and_evaluates_the_dagger_checkpoint(
     assert fakes.calls["dpo"] == 0
     assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
     assert not result.use_dpo and "dpo" not in result.training
+    assert read_loop(store, "abl").method == "DAgger only"
 
 
 def test_no_takeovers_means_no_training_and_no_promotion(fakes: Fakes, store: Store, config: IterationConfig):
@@ -288,6 +289,7 @@ def test_selection_takes_daggers_checkpoint_when_it_beats_dpos(
         store, result, "eval_takeover"
     )
     assert loop_json(read_loop(store, "sel"))["iterations"][1]["rival_metrics"]["driving_score"] == 20.0
+    assert read_loop(store, "sel").method == "DAgger + DPO, selected"
 
 
 def test_selection_keeps_dpos_checkpoint_unless_daggers_is_better(
