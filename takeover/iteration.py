@@ -1040,8 +1040,8 @@ def candidate_step(records: Mapping[Step, StepRecord]) -> Step:
     """The evaluation step whose checkpoint the iteration's promote step judged (evaluate by default,
     and for iterations logged before candidates were selected)."""
     promote = records.get(Step.PROMOTE)
-    name = str(promote.outputs.get("candidate_step", Step.EVALUATE)) if promote is not None else Step.EVALUATE
-    return Step(name) if name in {s.value for s in EVAL_STEPS} else Step.EVALUATE
+    name = promote.outputs.get("candidate_step") if promote is not None else None
+    return Step(name) if name in EVAL_STEPS else Step.EVALUATE
 
 
 def candidate_evaluation(records: Mapping[Step, StepRecord]) -> EvalResult | None:
@@ -1060,6 +1060,7 @@ def read_iteration(
     chosen = candidate_step(records)
     evaluate = records.get(chosen)
     rival = records.get(Step.EVALUATE_DAGGER if chosen == Step.EVALUATE else Step.EVALUATE)
+    rival_eval = _eval_of(rival)
     collect = records.get(Step.COLLECT_DEMOS if iteration == 0 else Step.COLLECT_TAKEOVERS)
     training = {
         step.value: records[step].metrics
@@ -1070,16 +1071,17 @@ def read_iteration(
         stored = session.execute(
             select(Iteration.config).where(Iteration.run == run, Iteration.number == iteration)
         ).scalar_one_or_none()
-    use_dpo = bool(((stored or {}).get("comparable") or {}).get("use_dpo", True))
-    selects = bool(((stored or {}).get("loop") or {}).get("select_candidate", False))
+    stored = stored or {}
+    use_dpo = bool((stored.get("comparable") or {}).get("use_dpo", True))
+    selects = bool((stored.get("loop") or {}).get("select_candidate", False))
     return IterationResult(
         run=run,
         iteration=iteration,
         incumbent_before=None if iteration == 0 or collect is None else collect.input_checkpoint,
         candidate=evaluate.checkpoint if evaluate is not None else None,
         evaluation=_eval_of(evaluate),
-        rival=rival.checkpoint if rival is not None and _eval_of(rival) is not None else None,
-        rival_evaluation=_eval_of(rival),
+        rival=rival.checkpoint if rival is not None and rival_eval is not None else None,
+        rival_evaluation=rival_eval,
         promoted=promote.metrics.get("promoted", 0.0) >= 1.0,
         reason=str(promote.outputs.get("reason", "")),
         incumbent_after=promote.checkpoint,
