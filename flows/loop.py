@@ -45,6 +45,7 @@ from takeover.report import (
     collect_markdown,
     eval_markdown,
     eval_table_rows,
+    iteration_json,
     iteration_markdown,
     loop_markdown,
     training_markdown,
@@ -283,18 +284,7 @@ def nightly_iteration_flow(
     )
     return {
         "run": run,
-        "iterations": [
-            {
-                "iteration": r.iteration,
-                "candidate": r.candidate.path if r.candidate else None,
-                "metrics": r.evaluation.metrics() if r.evaluation else {},
-                "promoted": r.promoted,
-                "reason": r.reason,
-                "steps_run": list(r.steps_run),
-                "steps_resumed": list(r.steps_resumed),
-            }
-            for r in results
-        ],
+        "iterations": [iteration_json(r) for r in results],
     }
 
 

@@ -26,6 +26,11 @@ than I and either
     DS_C >= DS_I + min_ds_gain                                              (a higher score), or
     |DS_C - DS_I| <= ds_tie_tolerance and DPK_C < (1 - min_disengagement_drop) * DPK_I
                                                                (an equal score, fewer disengagements/km).
+With `paired_confidence` c > 0 the change must also hold pair by pair (takeover/paired.py): the
+interval at confidence c of the DS change of C over I, over their shared (route, seed) episodes, lies
+above 0 (a higher score), or that of the DPK ratio C / I lies below 1 (an equal score). Thirty
+episodes of one-scenario routes scatter widely, and a nightly loop that promotes on noise trains its
+next round from a policy that is not better.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from storage.models import Route as RouteRow
 from storage.records import EXPERT_DISTANCE_KEY, CheckpointRecord, TrainingRoundRecord
 from takeover.collect import CollectSetup, check_overrides, make_setup, plan_missing, route_set_name
 from takeover.episode import EpisodeMode, EpisodeTags, run_episode
+from takeover.paired import Interval, PairedComparison, compare_evaluations, load_paired_config
 
 if TYPE_CHECKING:
     from carla_bridge.route import Route
@@ -102,6 +108,7 @@ class PromotionConfig:
     min_ds_gain: float = 1.0  # DS points above the incumbent's that count as a higher score
     ds_tie_tolerance: float = 1.0  # |DS_C - DS_I| at most this counts as an equal score
     min_disengagement_drop: float = 0.1  # on an equal score, the relative drop of disengagements/km needed
+    paired_confidence: float = 0.0  # > 0: the gain must also hold at this confidence pair by pair; 0 = off
 
 
 def validate_eval_config(config: EvalConfig, where: str = "eval") -> None:
@@ -126,6 +133,10 @@ def validate_promotion_config(config: PromotionConfig, where: str = "promotion")
     if not 0.0 <= config.min_disengagement_drop < 1.0:
         raise EvaluationError(
             f"{where}.min_disengagement_drop={config.min_disengagement_drop} must be in [0, 1) (0.1 = 10 % fewer)"
+        )
+    if not 0.0 <= config.paired_confidence < 1.0:
+        raise EvaluationError(
+            f"{where}.paired_confidence={config.paired_confidence} must be in [0, 1) (0 = off, e.g. 0.8)"
         )
 
 
@@ -919,8 +930,15 @@ def promotion_decision(
             f"the candidate failed {len(candidate.failures)} episode(s), the incumbent {len(incumbent.failures)}",
         )
     gain = ds_c - ds_i
+    paired = _paired(candidate, incumbent, config)
     if gain >= config.min_ds_gain:
-        return PromotionDecision(True, f"DS {ds_c:.1f} >= incumbent {ds_i:.1f} + {config.min_ds_gain:g}")
+        higher = f"DS {ds_c:.1f} >= incumbent {ds_i:.1f} + {config.min_ds_gain:g}"
+        if paired is None:
+            return PromotionDecision(True, higher)
+        change = paired.ds_change_pct
+        held = change is not None and change.low > 0.0
+        shown = f"{change.bounds('+.1f')} %" if change else ""
+        return PromotionDecision(held, higher + _paired_clause(change, "DS change", shown, held, "above 0"))
     if abs(gain) <= config.ds_tie_tolerance:
         dpk_c, dpk_i = candidate.disengagements_per_km, incumbent.disengagements_per_km
         if dpk_c is None or dpk_i is None:
@@ -929,11 +947,16 @@ def promotion_decision(
             )
         limit = (1.0 - config.min_disengagement_drop) * dpk_i
         if dpk_c < limit:
-            return PromotionDecision(
-                True,
+            fewer = (
                 f"DS {ds_c:.1f} ties {ds_i:.1f} (within {config.ds_tie_tolerance:g}) and disengagements/km "
-                f"{dpk_c:.2f} < {limit:.2f}",
+                f"{dpk_c:.2f} < {limit:.2f}"
             )
+            if paired is None:
+                return PromotionDecision(True, fewer)
+            ratio = paired.dpk_ratio
+            held = ratio is not None and ratio.high < 1.0
+            shown = ratio.bounds(".2f") if ratio else ""
+            return PromotionDecision(held, fewer + _paired_clause(ratio, "DPK ratio", shown, held, "below 1"))
         return PromotionDecision(
             False, f"DS {ds_c:.1f} ties {ds_i:.1f} but disengagements/km {dpk_c:.2f} is not below {limit:.2f}"
         )
@@ -941,6 +964,25 @@ def promotion_decision(
         return PromotionDecision(False, f"DS {ds_c:.1f} is below the incumbent's {ds_i:.1f}")
     return PromotionDecision(
         False, f"DS {ds_c:.1f} is above {ds_i:.1f} by less than the required {config.min_ds_gain:g}"
+    )
+
+
+def _paired(candidate: EvalResult, incumbent: EvalResult, config: PromotionConfig) -> PairedComparison | None:
+    """The candidate over the incumbent pair by pair, at the promotion's confidence (None: gate off)."""
+    if config.paired_confidence <= 0.0:
+        return None
+    settings = load_paired_config([f"confidence={config.paired_confidence}"])
+    return compare_evaluations(incumbent, candidate, settings)
+
+
+def _paired_clause(interval: Interval | None, name: str, shown: str, held: bool, side: str) -> str:
+    """The promotion reason's tail on the paired gate, e.g. ', but the paired 80 % interval of the DS
+    change, [+0.0, +200.0] %, is not above 0' (`shown`: the interval as text)."""
+    if interval is None:
+        return f", but no shared (route, seed) episode gives a paired {name}"
+    verdict, where = ("and", side) if held else ("but", f"not {side}")
+    return (
+        f", {verdict} the paired {100 * interval.confidence:g} % interval of the {name}, {shown}, is {where}"
     )
 
 

@@ -85,6 +85,7 @@ from takeover.evaluate import (
     validate_eval_config,
     validate_promotion_config,
 )
+from takeover.text import fmt
 from takeover.training import TrainResult, config_dict
 
 if TYPE_CHECKING:
@@ -1028,12 +1029,8 @@ def select_candidate(
         return Selection(Step.EVALUATE_DAGGER, f"DAgger's checkpoint beat DAgger + DPO's ({decision.reason})")
     ds_d, ds_t = dagger.driving_score, trained.driving_score
     return Selection(
-        Step.EVALUATE, f"DAgger + DPO's checkpoint kept over DAgger's (DS {_ds(ds_t)} vs {_ds(ds_d)})"
+        Step.EVALUATE, f"DAgger + DPO's checkpoint kept over DAgger's (DS {fmt(ds_t)} vs {fmt(ds_d)})"
     )
-
-
-def _ds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def candidate_step(records: Mapping[Step, StepRecord]) -> Step:

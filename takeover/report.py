@@ -25,6 +25,8 @@ from rich.table import Table
 from sqlalchemy import text
 
 from takeover.evaluate import EpisodeFailure, EvalResult, episode_failures
+from takeover.paired import PairedComparison, PairedConfig, compare_evaluations, interval_cell
+from takeover.text import MISSING, fmt
 
 if TYPE_CHECKING:
     from storage.store import Store
@@ -34,11 +36,6 @@ if TYPE_CHECKING:
 PLOT_DPI = 120
 PLOT_SIZE_IN = (10.0, 4.0)
 SHA_SHOWN = 10
-MISSING = "-"
-
-
-def _fmt(value: float | None, spec: str = ".1f") -> str:
-    return MISSING if value is None else format(value, spec)
 
 
 def _percent(share: float | None) -> float | None:
@@ -46,7 +43,7 @@ def _percent(share: float | None) -> float | None:
 
 
 def _pct(share: float | None) -> str:
-    return _fmt(_percent(share), ".0f")
+    return fmt(_percent(share), ".0f")
 
 
 @dataclass(frozen=True)
@@ -112,11 +109,11 @@ def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
         table.add_column(column, overflow="fold")
     for row in iteration_rows(loop):
         table.add_row(
-            str(row.iteration), row.candidate, _fmt(row.collected_takeovers_per_km, ".2f"),
-            _fmt(row.driving_score), _fmt(row.route_completion), _fmt(row.infraction_penalty, ".3f"),
+            str(row.iteration), row.candidate, fmt(row.collected_takeovers_per_km, ".2f"),
+            fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
             _pct(row.success_rate),
-            _fmt(row.disengagements_per_km, ".2f"), _pct(row.expert_share), "yes" if row.promoted else "no",
-            _fmt(row.incumbent_driving_score), _fmt(row.incumbent_disengagements_per_km, ".2f"), row.note,
+            fmt(row.disengagements_per_km, ".2f"), _pct(row.expert_share), "yes" if row.promoted else "no",
+            fmt(row.incumbent_driving_score), fmt(row.incumbent_disengagements_per_km, ".2f"), row.note,
         )  # fmt: skip
     return table
 
@@ -139,6 +136,10 @@ class BeforeAfter:
     def dpk_ratio(self) -> float | None:
         """DPK_final / DPK_v0."""
         return _ratio(self.v0.disengagements_per_km, self.final.disengagements_per_km)
+
+    def paired(self, config: PairedConfig | None = None) -> PairedComparison:
+        """The DS change and the rate ratios with paired bootstrap intervals (takeover/paired.py)."""
+        return compare_evaluations(self.v0, self.final, config)
 
 
 def _ratio(before: float | None, after: float | None) -> float | None:
@@ -165,10 +166,23 @@ def before_after(loop: LoopResult) -> BeforeAfter:
 RATE_ROWS = frozenset({"disengagements / km", "disengagements / policy km"})
 
 
-def before_after_table(loop: LoopResult) -> Table:
+def before_after_table(loop: LoopResult, paired: PairedConfig | None = None) -> Table:
     ba = before_after(loop)
+    comparison = ba.paired(paired)
+    intervals = {
+        "driving score": interval_cell(comparison.ds_change_pct, "+.1f", suffix=" %"),
+        "disengagements / km": interval_cell(comparison.dpk_ratio, ".2f", prefix="x "),
+        "disengagements / policy km": interval_cell(comparison.policy_dpk_ratio, ".2f", prefix="x "),
+    }
+    confidence = comparison.ds_change_pct.confidence if comparison.ds_change_pct else None
     table = Table(title=f"run {loop.run}: v0 vs the final incumbent (iteration {ba.final_iteration})")
-    for column in ("metric", "v0", "final", "change"):
+    for column in (
+        "metric",
+        "v0",
+        "final",
+        "change",
+        f"{fmt(_percent(confidence), '.0f')} % interval (paired)",
+    ):
         table.add_column(column)
     pairs = [
         ("driving score", ba.v0.driving_score, ba.final.driving_score, ".1f"),
@@ -190,12 +204,13 @@ def before_after_table(loop: LoopResult) -> Table:
             change = f"x {ratio:.2f}"
         elif before is not None and after is not None:
             change = format(after - before, "+" + spec)
-        table.add_row(name, _fmt(before, spec), _fmt(after, spec), change)
+        table.add_row(name, fmt(before, spec), fmt(after, spec), change, intervals.get(name, ""))
     return table
 
 
-def ablation_table(arms: Sequence[LoopResult]) -> Table:
-    """Per iteration, each arm's candidate DS and disengagements/km (e.g. DAgger + DPO vs DAgger only)."""
+def ablation_table(arms: Sequence[LoopResult], paired: PairedConfig | None = None) -> Table:
+    """Per iteration, each arm's candidate DS and disengagements/km (e.g. DAgger + DPO vs DAgger only);
+    last, each arm's final incumbent against the first arm's, with paired bootstrap intervals."""
     table = Table(title="ablation: candidate DS and disengagements/km per iteration")
     table.add_column("iter")
     for arm in arms:
@@ -208,18 +223,30 @@ def ablation_table(arms: Sequence[LoopResult]) -> Table:
         for arm in arms:
             ev = arm.iterations[k].evaluation if k < len(arm.iterations) else None
             cells += [
-                _fmt(ev.driving_score if ev else None),
-                _fmt(ev.disengagements_per_km if ev else None, ".2f"),
+                fmt(ev.driving_score if ev else None),
+                fmt(ev.disengagements_per_km if ev else None, ".2f"),
             ]
         table.add_row(*cells)
     finals = ["final incumbent"]
     for arm in arms:
         ba = before_after(arm)
         finals += [
-            f"{_fmt(ba.final.driving_score)} ({_fmt(ba.ds_change_pct, '+.1f')} %)",
-            f"{_fmt(ba.final.disengagements_per_km, '.2f')} (x {_fmt(ba.dpk_ratio, '.2f')})",
+            f"{fmt(ba.final.driving_score)} ({fmt(ba.ds_change_pct, '+.1f')} %)",
+            f"{fmt(ba.final.disengagements_per_km, '.2f')} (x {fmt(ba.dpk_ratio, '.2f')})",
         ]
     table.add_row(*finals)
+    # Final against the first arm's final, pair by pair (the arms share the held-out routes and seeds).
+    reference = before_after(arms[0]).final
+    versus = [f"vs {arms[0].run}, paired", "", ""]
+    for arm in arms[1:]:
+        comparison = compare_evaluations(reference, before_after(arm).final, paired)
+        ds, dpk = comparison.ds_change_pct, comparison.dpk_ratio
+        versus += [
+            MISSING if ds is None else f"{ds.estimate:+.1f} % {ds.bounds('+.1f')}",
+            MISSING if dpk is None else f"x {dpk.estimate:.2f} {dpk.bounds('.2f')}",
+        ]
+    if len(arms) > 1:
+        table.add_row(*versus)
     return table
 
 
@@ -384,13 +411,13 @@ def eval_table(result: EvalResult) -> Table:
         table.add_row(
             row.route_id, row.scenario_type, str(row.seeds), f"{row.driving_score:.1f}",
             f"{row.route_completion:.1f}", f"{row.infraction_penalty:.3f}", f"{100.0 * row.success_rate:.0f}",
-            _fmt(row.disengagements_per_km, ".2f"),
+            fmt(row.disengagements_per_km, ".2f"),
         )  # fmt: skip
     table.add_row(
-        "all", "", str(len(result.episodes)), _fmt(result.driving_score), _fmt(result.route_completion),
-        _fmt(result.infraction_penalty, ".3f"),
+        "all", "", str(len(result.episodes)), fmt(result.driving_score), fmt(result.route_completion),
+        fmt(result.infraction_penalty, ".3f"),
         _pct(result.success_rate),
-        _fmt(result.disengagements_per_km, ".2f"),
+        fmt(result.disengagements_per_km, ".2f"),
     )  # fmt: skip
     return table
 
@@ -551,9 +578,9 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
     head = _markdown_table(
         ["DS", "RC %", "IP", "SR", "disengagements/km", "disengagements/policy km", "expert share %",
          "episodes without takeover %"],
-        [[_fmt(result.driving_score), _fmt(result.route_completion), _fmt(result.infraction_penalty, ".3f"),
-          _fmt(result.success_rate, ".2f"), _fmt(result.disengagements_per_km, ".2f"),
-          _fmt(result.disengagements_per_policy_km, ".2f"), _pct(result.expert_share),
+        [[fmt(result.driving_score), fmt(result.route_completion), fmt(result.infraction_penalty, ".3f"),
+          fmt(result.success_rate, ".2f"), fmt(result.disengagements_per_km, ".2f"),
+          fmt(result.disengagements_per_policy_km, ".2f"), _pct(result.expert_share),
           _pct(result.takeover_free_share)]],
     )  # fmt: skip
     body = disengagement_markdown(
@@ -569,9 +596,9 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
 def loop_markdown(loop: LoopResult) -> str:
     """The per-iteration table and v0 vs the final incumbent, as markdown."""
     rows = [
-        (r.iteration, r.candidate, _fmt(r.collected_takeovers_per_km, ".2f"), _fmt(r.driving_score),
-         _fmt(r.route_completion), _fmt(r.infraction_penalty, ".3f"), _fmt(r.disengagements_per_km, ".2f"),
-         "yes" if r.promoted else "no", _fmt(r.incumbent_driving_score), r.note.replace("|", "/"))
+        (r.iteration, r.candidate, fmt(r.collected_takeovers_per_km, ".2f"), fmt(r.driving_score),
+         fmt(r.route_completion), fmt(r.infraction_penalty, ".3f"), fmt(r.disengagements_per_km, ".2f"),
+         "yes" if r.promoted else "no", fmt(r.incumbent_driving_score), r.note.replace("|", "/"))
         for r in iteration_rows(loop)
     ]  # fmt: skip
     ba = before_after(loop)
@@ -595,13 +622,31 @@ def loop_markdown(loop: LoopResult) -> str:
                 rows,
             ),
             "",
-            f"v0 DS {_fmt(ba.v0.driving_score)} -> final incumbent (iteration {ba.final_iteration}) DS "
-            f"{_fmt(ba.final.driving_score)} ({_fmt(ba.ds_change_pct, '+.1f')} %); disengagements/km "
-            f"{_fmt(ba.v0.disengagements_per_km, '.2f')} -> {_fmt(ba.final.disengagements_per_km, '.2f')} "
-            f"(x {_fmt(ba.dpk_ratio, '.2f')}); expert share of the driving {_pct(ba.v0.expert_share)} % -> "
+            f"v0 DS {fmt(ba.v0.driving_score)} -> final incumbent (iteration {ba.final_iteration}) DS "
+            f"{fmt(ba.final.driving_score)} ({fmt(ba.ds_change_pct, '+.1f')} %); disengagements/km "
+            f"{fmt(ba.v0.disengagements_per_km, '.2f')} -> {fmt(ba.final.disengagements_per_km, '.2f')} "
+            f"(x {fmt(ba.dpk_ratio, '.2f')}); expert share of the driving {_pct(ba.v0.expert_share)} % -> "
             f"{_pct(ba.final.expert_share)} %.",
+            "",
+            paired_sentence(ba.paired()),
         ]
     )
+
+
+def paired_sentence(comparison: PairedComparison) -> str:
+    """The paired bootstrap intervals of v0 vs the final incumbent, in words."""
+    ds, dpk = comparison.ds_change_pct, comparison.dpk_ratio
+    if ds is None:
+        return "No paired interval: v0 and the final incumbent share no (route, seed) episode."
+    text = (
+        f"{100 * ds.confidence:.0f} % paired bootstrap interval over {ds.pairs} (route, seed) episodes: "
+        f"DS change {ds.bounds('+.1f')} %"
+    )
+    if dpk is not None:
+        text += f", disengagements/km x {dpk.bounds('.2f')}"
+    if comparison.policy_dpk_ratio is not None:
+        text += f", per policy km x {comparison.policy_dpk_ratio.bounds('.2f')}"
+    return text + "."
 
 
 def training_markdown(result: TrainResult) -> str:
@@ -614,6 +659,25 @@ def training_markdown(result: TrainResult) -> str:
     return head + _markdown_table(
         ["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(result.metrics.items())]
     )
+
+
+def iteration_json(result: IterationResult) -> dict[str, Any]:
+    """One iteration as JSON: what `takeover iterate --json` prints per iteration and what the
+    nightly-iteration flow returns."""
+    return {
+        "iteration": result.iteration,
+        "candidate": result.candidate.path if result.candidate else None,
+        "metrics": result.evaluation.metrics() if result.evaluation else {},
+        "rival": result.rival.path if result.rival else None,  # select_candidate: the checkpoint not chosen
+        "rival_metrics": result.rival_evaluation.metrics() if result.rival_evaluation else {},
+        "collect": result.collect,
+        "training": result.training,
+        "promoted": result.promoted,
+        "reason": result.reason,
+        "incumbent_after": result.incumbent_after.path,
+        "steps_run": list(result.steps_run),
+        "steps_resumed": list(result.steps_resumed),
+    }
 
 
 def iteration_markdown(store: Store, result: IterationResult, takeover_phase: str) -> str:
@@ -633,8 +697,8 @@ def iteration_markdown(store: Store, result: IterationResult, takeover_phase: st
     rival, rival_eval = result.rival, result.rival_evaluation
     if rival is not None and rival_eval is not None:
         verdict += (
-            f"\n\nThe other checkpoint evaluated, {Path(rival.path).name}: DS {_fmt(rival_eval.driving_score)}, "
-            f"disengagements/km {_fmt(rival_eval.disengagements_per_km, '.2f')}"
+            f"\n\nThe other checkpoint evaluated, {Path(rival.path).name}: DS {fmt(rival_eval.driving_score)}, "
+            f"disengagements/km {fmt(rival_eval.disengagements_per_km, '.2f')}"
         )
     if result.evaluation is None:
         return f"{collection}\n{verdict}\n"

@@ -153,3 +153,43 @@ def test_bad_thresholds_are_named():
         validate_promotion_config(PromotionConfig(min_disengagement_drop=1.0))
     with pytest.raises(EvaluationError, match="min_ds_gain"):
         validate_promotion_config(PromotionConfig(min_ds_gain=-1.0))
+
+
+PAIRED = PromotionConfig(min_ds_gain=1.0, ds_tie_tolerance=1.0, paired_confidence=0.8)
+
+
+def test_a_higher_score_from_one_route_alone_is_not_promoted_pair_by_pair():
+    # given an incumbent at DS 10 on two routes and a candidate that gains on one of them only (30 / 10)
+    incumbent = result([10.0, 10.0], [1, 1])
+    lucky = result([30.0, 10.0], [1, 1])
+    # then without the paired gate the mean (+10) promotes it
+    assert should_promote(lucky, incumbent, PromotionConfig())
+    # and with it: draws of the two pairs give +200 %, +100 % or 0 % (1/4, 1/2, 1/4), so the 80 %
+    # interval is [0, +200] % and does not lie above 0
+    decision = promotion_decision(lucky, incumbent, PAIRED)
+    assert not decision.promoted
+    assert decision.reason.endswith(
+        "the paired 80 % interval of the DS change, [+0.0, +200.0] %, is not above 0"
+    )
+    # while a candidate that gains on both routes is promoted, the interval in the reason
+    steady = promotion_decision(result([30.0, 30.0], [1, 1]), incumbent, PAIRED)
+    assert (
+        steady.promoted
+        and "and the paired 80 % interval of the DS change, [+200.0, +200.0] %" in steady.reason
+    )
+
+
+def test_an_equal_score_needs_fewer_disengagements_on_every_draw_pair_by_pair():
+    # given equal scores; the incumbent has 2 takeovers on each of two routes
+    incumbent = result([50.0, 50.0], [2, 2])
+    # when the candidate halves them on both routes: every draw gives x 0.5, promoted
+    assert should_promote(result([50.0, 50.0], [1, 1]), incumbent, PAIRED)
+    # when it removes them on one route only (x 0.5 in all, but draws give x 1, x 0.5 or x 0): not
+    decision = promotion_decision(result([50.0, 50.0], [2, 0]), incumbent, PAIRED)
+    assert not decision.promoted
+    assert decision.reason.endswith("the paired 80 % interval of the DPK ratio, [0.00, 1.00], is not below 1")
+
+
+def test_the_paired_gate_needs_a_confidence_below_one():
+    with pytest.raises(EvaluationError, match=r"paired_confidence=1\.0"):
+        validate_promotion_config(PromotionConfig(paired_confidence=1.0))

@@ -134,6 +134,10 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     assert one["iteration"] == 1
     assert one["steps_resumed"] == ["collect_takeovers", "dagger"]
     assert one["steps_run"] == ["dpo", "evaluate", "promote"]
+    # and the flow returns what `takeover iterate --json` prints for an iteration (one shared builder)
+    assert one["rival"] is None and one["rival_metrics"] == {}  # no candidate selection configured
+    assert one["incumbent_after"].endswith(".pt")
+    assert set(one["training"]) == {"dagger", "dpo"}
     assert calls == Counter({"collect_episodes": 2, "train_bc": 1, "evaluate_checkpoint": 2,
                              "dagger_round": 1, "dpo_round": 2})  # fmt: skip
     # with the settings the run started with: its evaluation episodes are still cut at 6 s

@@ -33,6 +33,7 @@ from takeover.iteration import (
 )
 from takeover.report import (
     Spread,
+    ablation_table,
     before_after_table,
     iteration_markdown,
     iteration_table,
@@ -216,6 +217,9 @@ def test_the_reports_show_the_expert_share_beside_disengagements(
     # and per km the policy drove itself (200 m less 90 m, then less 50 m), 81.82 -> 33.33
     policy_row = next(line for line in lines if "disengagements / policy km" in line)
     assert [cell.strip() for cell in policy_row.split("│")][2:5] == ["81.82", "33.33", "x 0.41"]
+    # and the paired interval of one (route, seed) episode has no width: every draw is that episode
+    ds_row = next(line for line in lines if "│ driving score" in line)
+    assert [cell.strip() for cell in ds_row.split("│")][4:6] == ["+400.0 %", "[+400.0, +400.0] %"]
     # and the line `takeover iterate` prints per iteration says both
     progress = Console(record=True, width=250)
     _progress_line(loop.iterations[1], progress)
@@ -233,6 +237,21 @@ def test_dagger_only_ablation_skips_dpo_and_evaluates_the_dagger_checkpoint(
     assert result.candidate is not None and result.candidate.path.endswith("dagger-1.pt")
     assert not result.use_dpo and "dpo" not in result.training
     assert read_loop(store, "abl").method == "DAgger only"
+
+
+def test_the_ablation_table_compares_each_arms_final_with_the_first_pair_by_pair(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given DAgger + DPO ending at DS 50 (5 takeovers on 200 m) and DAgger only at DS 30 (7 takeovers)
+    fakes.ds = {"bc": 10.0, "dagger-1": 30.0, "dpo-1": 50.0}
+    full = run_loop("full", 1, config, store)
+    dagger_only = run_loop("abl", 1, configure(config, use_dpo=False), store)
+    # when the ablation table is printed
+    out = Console(record=True, width=250)
+    out.print(ablation_table([full, dagger_only]))
+    row = next(line for line in out.export_text().splitlines() if "vs full, paired" in line)
+    # then DAgger only scores 40 % less and disengages 1.4 times as often, on the one shared episode
+    assert [cell.strip() for cell in row.split("│")][4:6] == ["-40.0 % [-40.0, -40.0]", "x 1.40 [1.40, 1.40]"]
 
 
 def test_no_takeovers_means_no_training_and_no_promotion(fakes: Fakes, store: Store, config: IterationConfig):
@@ -288,7 +307,12 @@ def test_selection_takes_daggers_checkpoint_when_it_beats_dpos(
     assert "The other checkpoint evaluated, dpo-1.pt: DS 20.0" in iteration_markdown(
         store, result, "eval_takeover"
     )
-    assert loop_json(read_loop(store, "sel"))["iterations"][1]["rival_metrics"]["driving_score"] == 20.0
+    as_json = loop_json(read_loop(store, "sel"))
+    assert as_json["iterations"][1]["rival_metrics"]["driving_score"] == 20.0
+    # and v0 (DS 10) vs the selected checkpoint (DS 40) carries its paired interval: +300 % on the one pair
+    assert as_json["paired"]["ds_change_pct"] == pytest.approx(
+        {"estimate": 300.0, "low": 300.0, "high": 300.0, "confidence": 0.95, "pairs": 1, "unpaired": 0}
+    )
     assert read_loop(store, "sel").method == "DAgger + DPO, selected"
 
 

@@ -34,6 +34,7 @@ from takeover.collect import (
     route_set_name,
 )
 from takeover.episode import EpisodeMode
+from takeover.text import fmt
 
 STORAGE_CONFIG = "storage"
 PIPED_WIDTH_CHARS = 10_000
@@ -79,8 +80,8 @@ def _print_summary(summary: CollectSummary, console: Console) -> None:
     console.print(totals)
     console.print(
         f"{len(summary.episodes)} episode(s), {summary.distance_km:.3f} km, "
-        f"{'-' if per_km is None else f'{per_km:.2f}'} takeovers/km, "
-        f"mean DS {'-' if mean_ds is None else f'{mean_ds:.1f}'}"
+        f"{fmt(per_km, '.2f')} takeovers/km, "
+        f"mean DS {fmt(mean_ds)}"
     )
 
 

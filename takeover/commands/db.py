@@ -28,6 +28,7 @@ from storage.query import run_read_only_query
 from storage.store import Store
 from storage.url import mask_url, resolve_clip_root, resolve_db_url
 from storage.views import CURRENT_VIEWS
+from takeover.text import MISSING, fmt
 
 CONFIG_NAME = "storage"
 PIPED_WIDTH_CHARS = 10_000
@@ -134,12 +135,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows = [
         (
             s.run,
-            "-" if s.iteration is None else s.iteration,
+            MISSING if s.iteration is None else s.iteration,
             s.episodes,
             f"{s.distance_km:.2f}",
             s.takeovers,
-            "-" if s.takeovers_per_km is None else f"{s.takeovers_per_km:.2f}",
-            "-" if s.mean_driving_score is None else f"{s.mean_driving_score:.1f}",
+            fmt(s.takeovers_per_km, ".2f"),
+            fmt(s.mean_driving_score),
         )
         for s in stats.iterations
     ]

@@ -23,6 +23,7 @@ from storage.store import Store
 from takeover.commands.iterate import console
 from takeover.iteration import LoopHooks, load_loop_file, run_loop
 from takeover.report import before_after_table, iteration_table, plot_iterations
+from takeover.text import fmt
 
 DB_FILE = "takeover.db"
 CLIPS_DIR = "clips"
@@ -78,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
     def on_iteration(result: Any) -> None:
         ev = result.evaluation
-        score = "-" if ev is None or ev.driving_score is None else f"{ev.driving_score:.1f}"
-        dpk = "-" if ev is None or ev.disengagements_per_km is None else f"{ev.disengagements_per_km:.2f}"
+        score = fmt(ev.driving_score if ev else None)
+        dpk = fmt(ev.disengagements_per_km if ev else None, ".2f")
         out.print(
             f"[bold]iteration {result.iteration}[/bold]: DS {score}, disengagements/km {dpk}, "
             f"{'promoted' if result.promoted else 'kept the incumbent'}: {result.reason}"

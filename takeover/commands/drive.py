@@ -16,6 +16,7 @@ from carla_bridge.route_sets import load_route_set
 from carla_bridge.scoring import summarise, write_results
 from takeover.agents import AGENT_NAMES, make_agent
 from takeover.drive import DriveOutcome, drive_routes
+from takeover.text import fmt
 
 TABLE_WIDTH_CHARS = 180
 
@@ -64,7 +65,7 @@ def outcome_table(outcomes: Sequence[DriveOutcome], title: str) -> Table:
         r = o.record
         infr = ", ".join(f"{k}:{len(v)}" for k, v in r.infractions.items() if v)
         scenario = ",".join(s.type for s in o.route.scenarios) or "-"
-        comfort = "-" if r.comfort is None else f"{r.comfort:.2f}"
+        comfort = fmt(r.comfort, ".2f")
         table.add_row(
             o.route.id,
             o.route.town,
@@ -88,15 +89,14 @@ def summary_table(outcomes: Sequence[DriveOutcome]) -> Table:
     table = Table(title="summary")
     for col in ("routes", "DS", "SR %", "RC %", "penalty", "efficiency", "comfort", "ability mean"):
         table.add_column(col, justify="right")
-    fmt = lambda v, f="{:.1f}": "-" if v is None else f.format(v)  # noqa: E731
     table.add_row(
         str(g.total_routes),
         fmt(g.driving_score),
         fmt(100 * g.success_rate),
         fmt(g.scores_mean.score_route),
-        fmt(g.scores_mean.score_penalty, "{:.3f}"),
+        fmt(g.scores_mean.score_penalty, ".3f"),
         fmt(g.efficiency),
-        fmt(g.comfort, "{:.2f}"),
+        fmt(g.comfort, ".2f"),
         fmt(None if g.ability_mean is None else 100 * g.ability_mean),
     )
     return table

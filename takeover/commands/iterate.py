@@ -42,6 +42,7 @@ from takeover.iteration import (
     read_loop,
     run_loop,
 )
+from takeover.paired import interval_json
 from takeover.report import (
     ReplicateSummary,
     Spread,
@@ -49,12 +50,14 @@ from takeover.report import (
     before_after,
     before_after_table,
     eval_table,
+    iteration_json,
     iteration_table,
     plot_iterations,
     plot_replicates,
     replicate_summary,
     replicate_table,
 )
+from takeover.text import fmt
 
 PIPED_WIDTH_CHARS = 200
 STORAGE_CONFIG = "storage"
@@ -87,8 +90,8 @@ def iteration_config(args: argparse.Namespace, store: Store | None = None) -> It
 
 def _progress_line(result: IterationResult, out: Console) -> None:
     ev = result.evaluation
-    score = "-" if ev is None or ev.driving_score is None else f"{ev.driving_score:.1f}"
-    dpk = "-" if ev is None or ev.disengagements_per_km is None else f"{ev.disengagements_per_km:.2f}"
+    score = fmt(ev.driving_score if ev else None)
+    dpk = fmt(ev.disengagements_per_km if ev else None, ".2f")
     if ev is not None and ev.expert_share is not None:
         dpk += f" (expert drove {100.0 * ev.expert_share:.0f} % of the time"
         if ev.disengagements_per_policy_km is not None:
@@ -136,27 +139,17 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 
 def loop_json(loop: LoopResult) -> dict[str, object]:
     ba = before_after(loop)
+    comparison = ba.paired()
     return {
         "run": loop.run,
-        "iterations": [
-            {
-                "iteration": r.iteration,
-                "candidate": r.candidate.path if r.candidate else None,
-                "metrics": r.evaluation.metrics() if r.evaluation else {},
-                "rival": r.rival.path if r.rival else None,  # select_candidate: the checkpoint not chosen
-                "rival_metrics": r.rival_evaluation.metrics() if r.rival_evaluation else {},
-                "collect": r.collect,
-                "training": r.training,
-                "promoted": r.promoted,
-                "reason": r.reason,
-                "incumbent_after": r.incumbent_after.path,
-                "steps_run": list(r.steps_run),
-                "steps_resumed": list(r.steps_resumed),
-            }
-            for r in loop.iterations
-        ],
+        "iterations": [iteration_json(r) for r in loop.iterations],
         "ds_change_pct": ba.ds_change_pct,
         "disengagements_per_km_ratio": ba.dpk_ratio,
+        "paired": {  # v0 vs the final incumbent, paired bootstrap intervals (takeover/paired.py)
+            "ds_change_pct": interval_json(comparison.ds_change_pct),
+            "disengagements_per_km_ratio": interval_json(comparison.dpk_ratio),
+            "disengagements_per_policy_km_ratio": interval_json(comparison.policy_dpk_ratio),
+        },
     }
 
 
