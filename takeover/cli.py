@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.collect",
     "takeover.commands.iterate",
     "takeover.commands.agreement",
+    "takeover.commands.compare",
 )
 
 

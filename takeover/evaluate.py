@@ -907,6 +907,64 @@ def evaluate_checkpoint(
 # ------------------------------------------------------------------------------------------ promotion
 
 
+def stored_evaluation(
+    store: Store,
+    run: str,
+    iteration: int | None,
+    route_set: str,
+    phase_pairs: Sequence[tuple[str, str]],
+    checkpoint: str | None = None,
+    backend: str = EMBEDDED,
+) -> EvalResult:
+    """A checkpoint's stored evaluation in `run`/`iteration`, read back from the database.
+
+    `phase_pairs` lists the (leaderboard, takeover) phases an evaluation may be stored under, in order
+    (eval / eval_takeover, then e.g. a selected iteration's eval_dagger / eval_takeover_dagger); the
+    first pair with leaderboard episodes of the checkpoint is read. `checkpoint` picks one of several
+    checkpoints by file name stem (dagger-3) or sha256 prefix; with one checkpoint it may be left out.
+    An EvaluationError names what was found when nothing or more than one checkpoint matches."""
+    phases = [phase for pair in phase_pairs for phase in pair]
+    stmt = (
+        select(Checkpoint.sha256, Checkpoint.path)
+        .join(Episode, Episode.checkpoint_id == Checkpoint.id)
+        .join(RouteRow, RouteRow.id == Episode.route_pk)
+        .where(Episode.run == run, Episode.phase.in_(phases), RouteRow.route_set == route_set)
+        .distinct()
+    )
+    if iteration is None:
+        stmt = stmt.where(Episode.iteration_id.is_(None))
+    else:
+        stmt = stmt.join(Iteration, Iteration.id == Episode.iteration_id).where(Iteration.number == iteration)
+    with Session(store.engine) as session:
+        found = sorted((str(sha), str(path)) for sha, path in session.execute(stmt).all())
+    where = f"run {run!r}" + (f" iteration {iteration}" if iteration is not None else "") + f" on {route_set}"
+    if not found:
+        raise EvaluationError(
+            f"no evaluation stored for {where} (phases {phases}); `takeover evaluate --run {run}` stores one"
+        )
+    matches = [
+        (sha, path) for sha, path in found
+        if checkpoint is None or Path(path).stem == checkpoint or sha.startswith(checkpoint)
+    ]  # fmt: skip
+    if len(matches) != 1:
+        names = ", ".join(f"{Path(path).stem} ({sha[:10]})" for sha, path in found)
+        problem = "several checkpoints are" if matches else f"no checkpoint {checkpoint!r} is"
+        raise EvaluationError(
+            f"{problem} evaluated in {where}: {names}; name one after '@' (RUN:ITERATION@NAME)"
+        )
+    sha, path = matches[0]
+    for phase, takeover_phase in phase_pairs:
+        episodes = stored_episodes(store, run, iteration, sha, route_set, [phase], backend)
+        if episodes:
+            takeover_episodes = stored_episodes(
+                store, run, iteration, sha, route_set, [takeover_phase], backend
+            )
+            return EvalResult(
+                run, iteration, path, sha, route_set, backend, tuple(episodes), tuple(takeover_episodes)
+            )
+    raise EvaluationError(f"{Path(path).stem} in {where} has takeover episodes only: no leaderboard scores")
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     promoted: bool
@@ -1018,4 +1076,5 @@ __all__ = [
     "should_promote",
     "single_route_file",
     "stored_episodes",
+    "stored_evaluation",
 ]

@@ -127,10 +127,7 @@ class BeforeAfter:
     @property
     def ds_change_pct(self) -> float | None:
         """100 (DS_final - DS_v0) / DS_v0."""
-        before, after = self.v0.driving_score, self.final.driving_score
-        if before is None or after is None or before <= 0:
-            return None
-        return 100.0 * (after - before) / before
+        return _change_pct(self.v0.driving_score, self.final.driving_score)
 
     @property
     def dpk_ratio(self) -> float | None:
@@ -140,6 +137,12 @@ class BeforeAfter:
     def paired(self, config: PairedConfig | None = None) -> PairedComparison:
         """The DS change and the rate ratios with paired bootstrap intervals (takeover/paired.py)."""
         return compare_evaluations(self.v0, self.final, config)
+
+
+def _change_pct(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None or before <= 0:
+        return None
+    return 100.0 * (after - before) / before
 
 
 def _ratio(before: float | None, after: float | None) -> float | None:
@@ -168,43 +171,50 @@ RATE_ROWS = frozenset({"disengagements / km", "disengagements / policy km"})
 
 def before_after_table(loop: LoopResult, paired: PairedConfig | None = None) -> Table:
     ba = before_after(loop)
-    comparison = ba.paired(paired)
+    title = f"run {loop.run}: v0 vs the final incumbent (iteration {ba.final_iteration})"
+    return comparison_table(ba.v0, ba.final, title, ("v0", "final"), paired)
+
+
+def comparison_table(
+    before: EvalResult,
+    after: EvalResult,
+    title: str,
+    labels: tuple[str, str] = ("before", "after"),
+    paired: PairedConfig | None = None,
+) -> Table:
+    """Two evaluations metric by metric: the change (DS in percent, rates as a ratio, the rest as a
+    difference) and, where defined, its paired bootstrap interval over the shared (route, seed) episodes."""
+    comparison = compare_evaluations(before, after, paired)
     intervals = {
         "driving score": interval_cell(comparison.ds_change_pct, "+.1f", suffix=" %"),
         "disengagements / km": interval_cell(comparison.dpk_ratio, ".2f", prefix="x "),
         "disengagements / policy km": interval_cell(comparison.policy_dpk_ratio, ".2f", prefix="x "),
     }
     confidence = comparison.ds_change_pct.confidence if comparison.ds_change_pct else None
-    table = Table(title=f"run {loop.run}: v0 vs the final incumbent (iteration {ba.final_iteration})")
-    for column in (
-        "metric",
-        "v0",
-        "final",
-        "change",
-        f"{fmt(_percent(confidence), '.0f')} % interval (paired)",
-    ):
+    table = Table(title=title)
+    for column in ("metric", *labels, "change", f"{fmt(_percent(confidence), '.0f')} % interval (paired)"):
         table.add_column(column)
-    pairs = [
-        ("driving score", ba.v0.driving_score, ba.final.driving_score, ".1f"),
-        ("route completion %", ba.v0.route_completion, ba.final.route_completion, ".1f"),
-        ("infraction penalty", ba.v0.infraction_penalty, ba.final.infraction_penalty, ".3f"),
-        ("success rate", ba.v0.success_rate, ba.final.success_rate, ".2f"),
-        ("disengagements / km", ba.v0.disengagements_per_km, ba.final.disengagements_per_km, ".2f"),
-        ("disengagements / policy km", ba.v0.disengagements_per_policy_km, ba.final.disengagements_per_policy_km,
+    rows = [
+        ("driving score", before.driving_score, after.driving_score, ".1f"),
+        ("route completion %", before.route_completion, after.route_completion, ".1f"),
+        ("infraction penalty", before.infraction_penalty, after.infraction_penalty, ".3f"),
+        ("success rate", before.success_rate, after.success_rate, ".2f"),
+        ("disengagements / km", before.disengagements_per_km, after.disengagements_per_km, ".2f"),
+        ("disengagements / policy km", before.disengagements_per_policy_km, after.disengagements_per_policy_km,
          ".2f"),
-        ("expert share of driving %", _percent(ba.v0.expert_share), _percent(ba.final.expert_share), ".1f"),
-        ("episodes without takeover %", _percent(ba.v0.takeover_free_share), _percent(ba.final.takeover_free_share),
+        ("expert share of driving %", _percent(before.expert_share), _percent(after.expert_share), ".1f"),
+        ("episodes without takeover %", _percent(before.takeover_free_share), _percent(after.takeover_free_share),
          ".1f"),
     ]  # fmt: skip
-    for name, before, after, spec in pairs:
+    for name, value_before, value_after, spec in rows:
         change = MISSING
-        if name == "driving score" and ba.ds_change_pct is not None:
-            change = f"{ba.ds_change_pct:+.1f} %"
-        elif name in RATE_ROWS and (ratio := _ratio(before, after)) is not None:
+        if name == "driving score" and (pct := _change_pct(value_before, value_after)) is not None:
+            change = f"{pct:+.1f} %"
+        elif name in RATE_ROWS and (ratio := _ratio(value_before, value_after)) is not None:
             change = f"x {ratio:.2f}"
-        elif before is not None and after is not None:
-            change = format(after - before, "+" + spec)
-        table.add_row(name, fmt(before, spec), fmt(after, spec), change, intervals.get(name, ""))
+        elif value_before is not None and value_after is not None:
+            change = format(value_after - value_before, "+" + spec)
+        table.add_row(name, fmt(value_before, spec), fmt(value_after, spec), change, intervals.get(name, ""))
     return table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,15 +14,18 @@ import takeover.evaluate as ev
 from carla_bridge.route_sets import load_route_set
 from storage.records import CheckpointRecord
 from storage.store import Store
+from takeover.cli import main
 from takeover.episode import EpisodeMode
 from takeover.evaluate import (
     EpisodeFailure,
     EpisodeJob,
     EvalConfig,
+    EvaluationError,
     episode_failures,
     evaluate_checkpoint,
     record_failures,
     resolve_failures,
+    stored_evaluation,
 )
 
 SHA = "d" * 64
@@ -57,7 +61,11 @@ def test_failures_are_recorded_then_resolved_when_the_episode_succeeds(store: St
 
 @pytest.mark.slow
 def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
-    store: Store, tmp_path: Path, untrained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store,
+    tmp_path: Path,
+    untrained_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ):
     # given route 2002 and a route whose town does not exist, and an untrained policy
     routes_file = write_routes_with_missing_town(tmp_path / "routes.xml")
@@ -113,3 +121,26 @@ def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
         f"eval_takeover route {BAD_ROUTE_ID} seed 0",
     ]
     assert again.episodes == result.episodes and again.takeover_episodes == result.takeover_episodes
+    # and the stored evaluation reads back as it was returned, for `takeover compare`
+    stored = stored_evaluation(store, "r", 0, routes_file.stem, [("eval", "eval_takeover")])
+    assert (stored.episodes, stored.takeover_episodes) == (result.episodes, result.takeover_episodes)
+    with pytest.raises(EvaluationError, match="no evaluation stored for run 'r' iteration 5"):
+        stored_evaluation(store, "r", 5, routes_file.stem, [("eval", "eval_takeover")])
+    with pytest.raises(EvaluationError, match=r"no checkpoint 'dpo-9' is evaluated .*: untrained"):
+        stored_evaluation(store, "r", 0, routes_file.stem, [("eval", "eval_takeover")], "dpo-9")
+    # and compared with itself, pair by pair, its disengagement rate has not changed at all
+    db = [
+        "--db-url",
+        str(store.engine.url),
+        "--clip-root",
+        str(tmp_path / "clips"),
+        "--routes",
+        str(routes_file),
+    ]
+    assert main(["compare", "r:0", "r:0", "--json", *db]) == 0
+    paired = json.loads(capsys.readouterr().out)["paired"]
+    ratio = paired["disengagements_per_km_ratio"]
+    assert (ratio["estimate"], ratio["low"], ratio["high"], ratio["pairs"]) == (1.0, 1.0, 1.0, 1)
+    assert result.driving_score == 0.0 and paired["ds_change_pct"] is None  # no percent change of a zero DS
+    assert main(["compare", "r0", "r:0", *db]) == 2
+    assert "is not RUN:ITERATION[@CHECKPOINT]" in capsys.readouterr().err
