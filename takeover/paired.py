@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # evaluate.py's promotion rule uses this module
     from takeover.evaluate import EpisodeScore, EvalResult
 
 CONFIG_NAME = "paired"
+M_PER_KM = 1000.0
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (R, N, k) columns before, after -> (R,)
 
 
@@ -175,6 +176,39 @@ def compare_evaluations(
     return PairedComparison(ds, dpk, policy)
 
 
+@dataclass(frozen=True)
+class EvaluationIntervals:
+    """One evaluation's own spread: the bootstrap over its episodes alone (not paired)."""
+
+    driving_score: Interval | None  # mean DS
+    disengagements_per_km: Interval | None  # sum T / sum d, per km
+
+
+def _mean_of_after(_before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    return after[..., 0].mean(axis=-1)
+
+
+def _rate_of_after(_before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    sums = after.sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sums[..., 1] > 0, M_PER_KM * sums[..., 0] / sums[..., 1], np.nan)
+
+
+def evaluation_intervals(result: EvalResult, config: PairedConfig | None = None) -> EvaluationIntervals:
+    """Intervals of an evaluation's mean DS and disengagements per km from its own episodes: how much
+    the same checkpoint's figures would move on another draw of these routes (error bars of a plot)."""
+    config = config if config is not None else load_paired_config()
+    ds = np.array([e.driving_score for e in result.episodes], dtype=float).reshape(-1, 1)
+    rates = np.array([(e.takeovers, e.distance_m) for e in result.takeover_episodes], dtype=float).reshape(
+        -1, 2
+    )
+    # bootstrap_interval draws rows of both arrays together; these statistics read only the second
+    return EvaluationIntervals(
+        bootstrap_interval(ds, ds, _mean_of_after, config),
+        bootstrap_interval(rates, rates, _rate_of_after, config),
+    )
+
+
 def interval_cell(interval: Interval | None, spec: str, prefix: str = "", suffix: str = "") -> str:
     """A table cell: the interval's bounds between `prefix` and `suffix` (e.g. 'x ', ' %'), or MISSING."""
     return MISSING if interval is None else f"{prefix}{interval.bounds(spec)}{suffix}"
@@ -190,12 +224,14 @@ def interval_json(interval: Interval | None) -> dict[str, float | int] | None:
 
 
 __all__ = [
+    "EvaluationIntervals",
     "Interval",
     "PairedComparison",
     "PairedConfig",
     "PairedError",
     "bootstrap_interval",
     "compare_evaluations",
+    "evaluation_intervals",
     "interval_cell",
     "interval_json",
     "load_paired_config",

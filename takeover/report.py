@@ -15,6 +15,7 @@ and the final DS change and DPK ratio above are computed per run, then summarise
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,7 +26,14 @@ from rich.table import Table
 from sqlalchemy import text
 
 from takeover.evaluate import EpisodeFailure, EvalResult, episode_failures
-from takeover.paired import PairedComparison, PairedConfig, compare_evaluations, interval_cell
+from takeover.paired import (
+    Interval,
+    PairedComparison,
+    PairedConfig,
+    compare_evaluations,
+    evaluation_intervals,
+    interval_cell,
+)
 from takeover.text import MISSING, fmt
 
 if TYPE_CHECKING:
@@ -445,20 +453,37 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
         label = f"{arm.run} ({arm.method})"
         rows = iteration_rows(arm)
         ks = [r.iteration for r in rows]
+        spreads = [evaluation_intervals(r.evaluation) if r.evaluation else None for r in arm.iterations]
         (line,) = ax_ds.plot(ks, [r.incumbent_driving_score for r in rows], drawstyle="steps-post",
                              label=f"{label} incumbent")  # fmt: skip
-        ax_ds.plot(
-            ks, [r.driving_score for r in rows], "o", color=line.get_color(), label=f"{label} candidate"
-        )
+        ax_ds.errorbar(ks, _values([r.driving_score for r in rows]),
+                       yerr=_error_bars([s.driving_score if s else None for s in spreads]), fmt="o",
+                       capsize=3, color=line.get_color(), label=f"{label} candidate")  # fmt: skip
         (line,) = ax_dpk.plot(ks, [r.incumbent_disengagements_per_km for r in rows], drawstyle="steps-post",
                               label=f"{label} incumbent")  # fmt: skip
-        ax_dpk.plot(ks, [r.disengagements_per_km for r in rows], "o", color=line.get_color(),
-                    label=f"{label} candidate")  # fmt: skip
+        ax_dpk.errorbar(ks, _values([r.disengagements_per_km for r in rows]),
+                        yerr=_error_bars([s.disengagements_per_km if s else None for s in spreads]), fmt="o",
+                        capsize=3, color=line.get_color(), label=f"{label} candidate")  # fmt: skip
+    fig.text(
+        0.01, 0.01, "bars: 95 % bootstrap interval of each evaluation over its episodes", fontsize="small"
+    )
     ax_ds.set(xlabel="iteration", ylabel="driving score (held-out routes)", title="driving score")
     ax_dpk.set(xlabel="iteration", ylabel="disengagements per km", title="disengagement rate")
     for ax in (ax_ds, ax_dpk):
         _style_iteration_axis(ax)
     return _save_figure(fig, path)
+
+
+def _values(values: Sequence[float | None]) -> list[float]:
+    return [math.nan if v is None else v for v in values]
+
+
+def _error_bars(intervals: Sequence[Interval | None]) -> list[list[float]]:
+    """matplotlib's yerr rows (below, above) of each marker; NaN (no bar) where there is no interval."""
+    return [
+        [math.nan if i is None else i.estimate - i.low for i in intervals],
+        [math.nan if i is None else i.high - i.estimate for i in intervals],
+    ]
 
 
 def _style_iteration_axis(ax: Any) -> None:

@@ -14,6 +14,7 @@ from takeover.paired import (
     PairedError,
     bootstrap_interval,
     compare_evaluations,
+    evaluation_intervals,
     interval_cell,
     load_paired_config,
     pair_episodes,
@@ -136,3 +137,20 @@ def test_the_same_seed_gives_the_same_interval_and_more_confidence_a_wider_one()
 def test_a_bad_setting_is_named(override: str, message: str):
     with pytest.raises(PairedError, match=message):
         load_paired_config([override])
+
+
+def test_one_evaluations_own_interval_comes_from_its_episodes_alone():
+    # given DS 0 and 100 on two routes, and one takeover per km on each
+    result = evaluation({"a": 0.0, "b": 100.0}, {"a": 1, "b": 1})
+    # when its own intervals are drawn
+    spread = evaluation_intervals(result, CONFIG)
+    # then the mean DS of two draws is 0, 50 or 100: the interval spans [0, 100] around 50
+    assert spread.driving_score is not None
+    assert (spread.driving_score.estimate, spread.driving_score.low, spread.driving_score.high) == (
+        50.0,
+        0.0,
+        100.0,
+    )
+    # and the rate is 1 per km whichever episodes are drawn
+    assert spread.disengagements_per_km is not None
+    assert (spread.disengagements_per_km.low, spread.disengagements_per_km.high) == pytest.approx((1.0, 1.0))
