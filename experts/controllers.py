@@ -9,9 +9,8 @@ from __future__ import annotations
 import math
 from collections import deque
 
+from carla_bridge.units import KMH_PER_MPS
 from experts.config import LateralConfig, LongitudinalConfig
-
-KMH_PER_MPS = 3.6
 
 
 def aim_distance(speed_mps: float, cfg: LateralConfig) -> float:

@@ -16,6 +16,7 @@ import numpy as np
 
 from carla_bridge.geometry import box_corners, to_local
 from carla_bridge.snapshot import ActorKind, TrafficLightState
+from carla_bridge.units import KMH_PER_MPS
 from storage.clip_format import DRIVER_EXPERT, RENDER_KEYS, validate_clip_arrays
 from storage.config import ClipVideoConfig
 from storage.errors import RecordError
@@ -46,7 +47,6 @@ LIGHT_RADIUS_PX = 5
 ROUTE_LINE_PX = 1
 FONT_SCALE = 0.5
 TEXT_ORIGIN_PX = (10, 22)
-KMH_PER_MPS = 3.6
 
 
 def world_to_pixels(

@@ -29,6 +29,7 @@ from carla_bridge.embedded import EmbeddedSimulator, SimConfig
 from carla_bridge.errors import TakeoverError
 from carla_bridge.maps import MapLibrary, load_maps_config
 from carla_bridge.route_planner import prepare_routes
+from carla_bridge.units import M_PER_KM
 from experts.config import load_expert_config
 from experts.expert import PDMLiteExpert
 from storage.records import CheckpointRecord
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 OVERRIDE_SECTIONS: tuple[str, ...] = ("episode", "monitor", "sim", "expert", "policy")
 Overrides = Mapping[str, Sequence[str]]
 SIM_CONFIG_NAME = "sim"
-M_PER_KM = 1000.0
 
 
 class CollectError(TakeoverError):

@@ -55,6 +55,7 @@ from carla_bridge.errors import SimulatorError, TakeoverError
 from carla_bridge.maps import MapLibrary
 from carla_bridge.route_sets import route_files
 from carla_bridge.scoring.record import optional_float
+from carla_bridge.units import M_PER_KM
 from storage.models import Checkpoint, Episode, Iteration, Takeover, TrainingRound
 from storage.models import Route as RouteRow
 from storage.records import EXPERT_DISTANCE_KEY, CheckpointRecord, TrainingRoundRecord
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-M_PER_KM = 1000.0
 FAILURE_KIND = "episode_failure"  # training_rounds.kind of a route x seed that failed for good
 FAILED = "failed"
 RESOLVED = "resolved"

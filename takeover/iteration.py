@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, aliased
 from carla_bridge.config import CONF_DIR, load_config
 from carla_bridge.errors import TakeoverError
 from carla_bridge.route_sets import load_route_set
+from carla_bridge.units import M_PER_KM
 from storage.models import Checkpoint, Iteration, TrainingRound
 from storage.records import CheckpointRecord, TrainingRoundRecord
 from takeover.bc import train_bc
@@ -100,7 +101,6 @@ STEP_KIND = "step"
 STEP_FAILURE_KIND = "step_failure"
 COMPLETED, SKIPPED, FAILED = "completed", "skipped", "failed"
 DONE_STATUSES = (COMPLETED, SKIPPED)
-M_PER_KM = 1000.0
 T = TypeVar("T")
 
 

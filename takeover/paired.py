@@ -18,6 +18,9 @@ whose denominator is zero has no ratio and is left out. The point estimate is th
 pairs. Episodes without a twin (a crashed episode, another seed list) are left out and counted.
 An interval that excludes 0 % (or x 1) says the change is larger than the route-by-route scatter of
 this evaluation explains; it says nothing about other routes.
+
+`evaluation_intervals` draws one evaluation's episodes alone (mean DS, sum T / sum d): the wider,
+unpaired spread that error bars of a single evaluation show.
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ import numpy as np
 
 from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
+from carla_bridge.units import M_PER_KM
 from takeover.text import MISSING
 
 if TYPE_CHECKING:  # evaluate.py's promotion rule uses this module
     from takeover.evaluate import EpisodeScore, EvalResult
 
 CONFIG_NAME = "paired"
-M_PER_KM = 1000.0
 Statistic = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (R, N, k) columns before, after -> (R,)
 
 

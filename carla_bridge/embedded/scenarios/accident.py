@@ -39,6 +39,7 @@ from carla_bridge.embedded.scenarios.placement import (
 )
 from carla_bridge.route import ScenarioSpec
 from carla_bridge.snapshot import ActorRole, Pose
+from carla_bridge.units import KMH_PER_MPS
 
 if TYPE_CHECKING:
     from carla_bridge.embedded.world import World
@@ -66,7 +67,6 @@ BIKE_PATH_EXTRA_M = 100.0  # the bicycles ride on this far past their drive dist
 BIKE_ACCEL_MPS2 = 1.0
 BIKE_TYPE_IDS = ("vehicle.bh.crossbike", "vehicle.diamondback.century", "vehicle.gazelle.omafiets")
 HAZARD_DEFAULT_FREQUENCY_M = (100.0, 100.0)
-KMH_PER_MPS = 3.6
 
 
 class _BlockedLane(Scenario):

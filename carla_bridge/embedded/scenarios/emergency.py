@@ -36,6 +36,7 @@ from carla_bridge.embedded.scenarios.placement import (
 )
 from carla_bridge.route import ScenarioSpec
 from carla_bridge.snapshot import ActorRole
+from carla_bridge.units import KMH_PER_MPS
 
 if TYPE_CHECKING:
     from carla_bridge.embedded.world import World
@@ -51,7 +52,6 @@ EV_FOLLOW_HEADWAY_S = 1.2  # the traffic model's IDM time headway: how far a hel
 EV_HELD_MARGIN_MPS = 1.5
 EV_BLOCKED_LIMIT_S = 6.0
 EV_DONE_AHEAD_M = 30.0
-KMH_PER_MPS = 3.6
 
 
 @register("YieldToEmergencyVehicle")
