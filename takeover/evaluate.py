@@ -26,6 +26,8 @@ than I and either
     DS_C >= DS_I + min_ds_gain                                              (a higher score), or
     |DS_C - DS_I| <= ds_tie_tolerance and DPK_C < (1 - min_disengagement_drop) * DPK_I
                                                                (an equal score, fewer disengagements/km).
+With `max_disengagement_rise` r set, a higher score does not count when DPK_C > (1 + r) DPK_I: the
+score alone would promote a policy that drives further and needs the expert more often.
 With `paired_confidence` c > 0 the change must also hold pair by pair (takeover/paired.py): the
 interval at confidence c of the DS change of C over I, over their shared (route, seed) episodes, lies
 above 0 (a higher score), or that of the DPK ratio C / I lies below 1 (an equal score). Thirty
@@ -109,6 +111,8 @@ class PromotionConfig:
     ds_tie_tolerance: float = 1.0  # |DS_C - DS_I| at most this counts as an equal score
     min_disengagement_drop: float = 0.1  # on an equal score, the relative drop of disengagements/km needed
     paired_confidence: float = 0.0  # > 0: the gain must also hold at this confidence pair by pair; 0 = off
+    # A higher score is refused when disengagements/km rise by more than this fraction (0.2 = 20 %); None = any
+    max_disengagement_rise: float | None = None
 
 
 def validate_eval_config(config: EvalConfig, where: str = "eval") -> None:
@@ -133,6 +137,10 @@ def validate_promotion_config(config: PromotionConfig, where: str = "promotion")
     if not 0.0 <= config.min_disengagement_drop < 1.0:
         raise EvaluationError(
             f"{where}.min_disengagement_drop={config.min_disengagement_drop} must be in [0, 1) (0.1 = 10 % fewer)"
+        )
+    if config.max_disengagement_rise is not None and config.max_disengagement_rise < 0:
+        raise EvaluationError(
+            f"{where}.max_disengagement_rise={config.max_disengagement_rise} must be >= 0 (0.2 = 20 % more), or null"
         )
     if not 0.0 <= config.paired_confidence < 1.0:
         raise EvaluationError(
@@ -991,6 +999,12 @@ def promotion_decision(
     paired = _paired(candidate, incumbent, config)
     if gain >= config.min_ds_gain:
         higher = f"DS {ds_c:.1f} >= incumbent {ds_i:.1f} + {config.min_ds_gain:g}"
+        rise, limit = _disengagement_rise(candidate, incumbent), config.max_disengagement_rise
+        if rise is not None and limit is not None and rise > limit:
+            return PromotionDecision(
+                False,
+                f"{higher}, but disengagements/km rise {100 * rise:.0f} % (more than {100 * limit:g} %)",
+            )
         if paired is None:
             return PromotionDecision(True, higher)
         change = paired.ds_change_pct
@@ -1023,6 +1037,14 @@ def promotion_decision(
     return PromotionDecision(
         False, f"DS {ds_c:.1f} is above {ds_i:.1f} by less than the required {config.min_ds_gain:g}"
     )
+
+
+def _disengagement_rise(candidate: EvalResult, incumbent: EvalResult) -> float | None:
+    """DPK_C / DPK_I - 1, or None when either is unmeasured or the incumbent had none."""
+    dpk_c, dpk_i = candidate.disengagements_per_km, incumbent.disengagements_per_km
+    if dpk_c is None or dpk_i is None or dpk_i <= 0:
+        return None
+    return dpk_c / dpk_i - 1.0
 
 
 def _paired(candidate: EvalResult, incumbent: EvalResult, config: PromotionConfig) -> PairedComparison | None:

@@ -193,3 +193,20 @@ def test_an_equal_score_needs_fewer_disengagements_on_every_draw_pair_by_pair():
 def test_the_paired_gate_needs_a_confidence_below_one():
     with pytest.raises(EvaluationError, match=r"paired_confidence=1\.0"):
         validate_promotion_config(PromotionConfig(paired_confidence=1.0))
+
+
+def test_a_higher_score_bought_with_more_disengagements_can_be_refused():
+    # given an incumbent at DS 40 with 5 takeovers on 200 m (25 /km), and a candidate at DS 50 with 7 (35 /km)
+    incumbent, candidate = result([40.0], [5]), result([50.0], [7])
+    # then by default the score promotes it
+    assert should_promote(candidate, incumbent, PromotionConfig())
+    # but not when disengagements/km may rise at most 20 % (they rise 40 %)
+    decision = promotion_decision(candidate, incumbent, PromotionConfig(max_disengagement_rise=0.2))
+    assert not decision.promoted
+    assert (
+        decision.reason == "DS 50.0 >= incumbent 40.0 + 1, but disengagements/km rise 40 % (more than 20 %)"
+    )
+    # and a rise within the limit still promotes
+    assert should_promote(result([50.0], [6]), incumbent, PromotionConfig(max_disengagement_rise=0.2))
+    with pytest.raises(EvaluationError, match="max_disengagement_rise"):
+        validate_promotion_config(PromotionConfig(max_disengagement_rise=-0.1))
