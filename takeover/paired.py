@@ -226,6 +226,15 @@ def interval_json(interval: Interval | None) -> dict[str, float | int] | None:
     }  # fmt: skip
 
 
+def comparison_json(comparison: PairedComparison) -> dict[str, dict[str, float | int] | None]:
+    """The three intervals of a comparison as JSON (`takeover iterate --json`, `takeover compare --json`)."""
+    return {
+        "ds_change_pct": interval_json(comparison.ds_change_pct),
+        "disengagements_per_km_ratio": interval_json(comparison.dpk_ratio),
+        "disengagements_per_policy_km_ratio": interval_json(comparison.policy_dpk_ratio),
+    }
+
+
 __all__ = [
     "EvaluationIntervals",
     "Interval",
@@ -234,6 +243,7 @@ __all__ = [
     "PairedError",
     "bootstrap_interval",
     "compare_evaluations",
+    "comparison_json",
     "evaluation_intervals",
     "interval_cell",
     "interval_json",

@@ -33,6 +33,7 @@ from takeover.paired import (
     compare_evaluations,
     evaluation_intervals,
     interval_cell,
+    load_paired_config,
 )
 from takeover.text import MISSING, fmt
 
@@ -192,15 +193,15 @@ def comparison_table(
 ) -> Table:
     """Two evaluations metric by metric: the change (DS in percent, rates as a ratio, the rest as a
     difference) and, where defined, its paired bootstrap interval over the shared (route, seed) episodes."""
+    paired = paired if paired is not None else load_paired_config()
     comparison = compare_evaluations(before, after, paired)
     intervals = {
         "driving score": interval_cell(comparison.ds_change_pct, "+.1f", suffix=" %"),
         "disengagements / km": interval_cell(comparison.dpk_ratio, ".2f", prefix="x "),
         "disengagements / policy km": interval_cell(comparison.policy_dpk_ratio, ".2f", prefix="x "),
     }
-    confidence = comparison.ds_change_pct.confidence if comparison.ds_change_pct else None
     table = Table(title=title)
-    for column in ("metric", *labels, "change", f"{fmt(_percent(confidence), '.0f')} % interval (paired)"):
+    for column in ("metric", *labels, "change", f"{100 * paired.confidence:g} % interval (paired)"):
         table.add_column(column)
     rows = [
         ("driving score", before.driving_score, after.driving_score, ".1f"),

@@ -20,7 +20,7 @@ from takeover.collect import route_set_name
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.evaluate import EvalResult, EvaluationError, stored_evaluation
 from takeover.iteration import DAGGER_PHASE_SUFFIX, load_iteration_config
-from takeover.paired import compare_evaluations, interval_json, load_paired_config
+from takeover.paired import compare_evaluations, comparison_json, load_paired_config
 from takeover.report import comparison_table
 
 
@@ -68,11 +68,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        "metrics": before.metrics()},
             "after": {"run": after.run, "iteration": after.iteration, "checkpoint": after.checkpoint_path,
                       "metrics": after.metrics()},
-            "paired": {
-                "ds_change_pct": interval_json(comparison.ds_change_pct),
-                "disengagements_per_km_ratio": interval_json(comparison.dpk_ratio),
-                "disengagements_per_policy_km_ratio": interval_json(comparison.policy_dpk_ratio),
-            },
+            "paired": comparison_json(comparison),
         }, indent=2))  # fmt: skip
         return 0
     labels = (before_side.label(before), after_side.label(after))

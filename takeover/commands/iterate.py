@@ -42,7 +42,7 @@ from takeover.iteration import (
     read_loop,
     run_loop,
 )
-from takeover.paired import interval_json
+from takeover.paired import comparison_json
 from takeover.report import (
     ReplicateSummary,
     Spread,
@@ -139,17 +139,12 @@ def cmd_iterate(args: argparse.Namespace) -> int:
 
 def loop_json(loop: LoopResult) -> dict[str, object]:
     ba = before_after(loop)
-    comparison = ba.paired()
     return {
         "run": loop.run,
         "iterations": [iteration_json(r) for r in loop.iterations],
         "ds_change_pct": ba.ds_change_pct,
         "disengagements_per_km_ratio": ba.dpk_ratio,
-        "paired": {  # v0 vs the final incumbent, paired bootstrap intervals (takeover/paired.py)
-            "ds_change_pct": interval_json(comparison.ds_change_pct),
-            "disengagements_per_km_ratio": interval_json(comparison.dpk_ratio),
-            "disengagements_per_policy_km_ratio": interval_json(comparison.policy_dpk_ratio),
-        },
+        "paired": comparison_json(ba.paired()),  # v0 vs the final incumbent, pair by pair
     }
 
 
