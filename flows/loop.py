@@ -45,6 +45,7 @@ from takeover.report import (
     collect_markdown,
     eval_markdown,
     eval_table_rows,
+    incumbent_evaluation,
     iteration_json,
     iteration_markdown,
     loop_markdown,
@@ -275,7 +276,9 @@ def nightly_iteration_flow(
         loop = read_loop(store, run)
         for result in results:
             create_markdown_artifact(
-                iteration_markdown(store, result, config.eval.takeover_phase),
+                iteration_markdown(
+                    store, result, config.eval.takeover_phase, incumbent_evaluation(loop, result)
+                ),
                 key=artifact_key("nightly-iteration", run, result.iteration),
                 description=f"iteration {result.iteration}: disengagements of collection and evaluation",
             )

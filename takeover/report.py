@@ -664,18 +664,19 @@ def loop_markdown(loop: LoopResult) -> str:
             f"(x {fmt(ba.dpk_ratio, '.2f')}); expert share of the driving {_pct(ba.v0.expert_share)} % -> "
             f"{_pct(ba.final.expert_share)} %.",
             "",
-            paired_sentence(ba.paired()),
+            "v0 against the final incumbent: " + paired_sentence(ba.paired()),
         ]
     )
 
 
 def paired_sentence(comparison: PairedComparison) -> str:
-    """The paired bootstrap intervals of v0 vs the final incumbent, in words."""
+    """The paired bootstrap intervals of a comparison (v0 vs the final incumbent, a candidate vs the
+    incumbent), in words."""
     ds, dpk = comparison.ds_change_pct, comparison.dpk_ratio
     if ds is None:
-        return "No paired interval: v0 and the final incumbent share no (route, seed) episode."
+        return "no paired interval: the two evaluations share no (route, seed) episode with a DS above 0."
     text = (
-        f"{100 * ds.confidence:.0f} % paired bootstrap interval over {ds.pairs} (route, seed) episodes: "
+        f"{100 * ds.confidence:g} % paired bootstrap interval over {ds.pairs} (route, seed) episodes: "
         f"DS change {ds.bounds('+.1f')} %"
     )
     if dpk is not None:
@@ -716,9 +717,17 @@ def iteration_json(result: IterationResult) -> dict[str, Any]:
     }
 
 
-def iteration_markdown(store: Store, result: IterationResult, takeover_phase: str) -> str:
+def incumbent_evaluation(loop: LoopResult, result: IterationResult) -> EvalResult | None:
+    """The evaluation of the incumbent an iteration's candidate was judged against (None for v0)."""
+    return loop.evaluation_of(result.incumbent_before) if result.incumbent_before else None
+
+
+def iteration_markdown(
+    store: Store, result: IterationResult, takeover_phase: str, incumbent_evaluation: EvalResult | None = None
+) -> str:
     """An iteration's artifact: the disengagements of its collection (the incumbent's rollouts, or
-    none for the expert's demonstrations), its failed route x seeds, then its candidate's evaluation."""
+    none for the expert's demonstrations), its failed route x seeds, the promotion verdict (with the
+    candidate against `incumbent_evaluation` pair by pair, when given), then the candidate's evaluation."""
     phase = "expert" if result.iteration == 0 else "rollout"
     sha = result.incumbent_before.sha256 if result.incumbent_before else None
     counts = disengagement_counts(store, result.run, result.iteration, [phase], sha)
@@ -735,6 +744,14 @@ def iteration_markdown(store: Store, result: IterationResult, takeover_phase: st
         verdict += (
             f"\n\nThe other checkpoint evaluated, {Path(rival.path).name}: DS {fmt(rival_eval.driving_score)}, "
             f"disengagements/km {fmt(rival_eval.disengagements_per_km, '.2f')}"
+        )
+    if (
+        result.evaluation is not None
+        and incumbent_evaluation is not None
+        and result.incumbent_before is not None
+    ):
+        verdict += f"\n\nAgainst the incumbent {Path(result.incumbent_before.path).name}: " + paired_sentence(
+            compare_evaluations(incumbent_evaluation, result.evaluation)
         )
     if result.evaluation is None:
         return f"{collection}\n{verdict}\n"

@@ -148,7 +148,9 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     promoted = _rows(db_url, "SELECT number, status FROM iterations ORDER BY number")
     assert promoted == [(0, "completed"), (1, "completed")]
     assert "Run nightly" in _artifact(artifact_key("nightly-iteration", "nightly", "history"))
-    assert "evaluation of dpo-1.pt" in _artifact(artifact_key("nightly-iteration", "nightly", 1))
+    night = _artifact(artifact_key("nightly-iteration", "nightly", 1))
+    assert "evaluation of dpo-1.pt" in night
+    assert "Against the incumbent bc.pt: " in night  # the candidate against v0, pair by pair
 
 
 def test_carla_backend_goes_through_the_leaderboard_on_a_server_pool(

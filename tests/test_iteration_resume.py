@@ -35,6 +35,7 @@ from takeover.report import (
     Spread,
     ablation_table,
     before_after_table,
+    incumbent_evaluation,
     iteration_markdown,
     iteration_table,
     loop_markdown,
@@ -307,6 +308,15 @@ def test_selection_takes_daggers_checkpoint_when_it_beats_dpos(
     assert "The other checkpoint evaluated, dpo-1.pt: DS 20.0" in iteration_markdown(
         store, result, "eval_takeover"
     )
+    # and, given the incumbent's evaluation, it says how the candidate beat it pair by pair
+    judged = iteration_markdown(
+        store, result, "eval_takeover", incumbent_evaluation(read_loop(store, "sel"), result)
+    )
+    assert (
+        "Against the incumbent bc.pt: 95 % paired bootstrap interval over 1 (route, seed) episodes: "
+        in judged
+    )
+    assert "DS change [+300.0, +300.0] %" in judged
     as_json = loop_json(read_loop(store, "sel"))
     assert as_json["iterations"][1]["rival_metrics"]["driving_score"] == 20.0
     # and v0 (DS 10) vs the selected checkpoint (DS 40) carries its paired interval: +300 % on the one pair
