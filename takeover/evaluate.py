@@ -996,7 +996,6 @@ def promotion_decision(
             f"the candidate failed {len(candidate.failures)} episode(s), the incumbent {len(incumbent.failures)}",
         )
     gain = ds_c - ds_i
-    paired = _paired(candidate, incumbent, config)
     if gain >= config.min_ds_gain:
         higher = f"DS {ds_c:.1f} >= incumbent {ds_i:.1f} + {config.min_ds_gain:g}"
         rise, limit = _disengagement_rise(candidate, incumbent), config.max_disengagement_rise
@@ -1005,6 +1004,7 @@ def promotion_decision(
                 False,
                 f"{higher}, but disengagements/km rise {100 * rise:.0f} % (more than {100 * limit:g} %)",
             )
+        paired = _paired(candidate, incumbent, config)
         if paired is None:
             return PromotionDecision(True, higher)
         change = paired.ds_change_pct
@@ -1023,6 +1023,7 @@ def promotion_decision(
                 f"DS {ds_c:.1f} ties {ds_i:.1f} (within {config.ds_tie_tolerance:g}) and disengagements/km "
                 f"{dpk_c:.2f} < {limit:.2f}"
             )
+            paired = _paired(candidate, incumbent, config)
             if paired is None:
                 return PromotionDecision(True, fewer)
             ratio = paired.dpk_ratio

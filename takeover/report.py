@@ -255,6 +255,7 @@ def ablation_table(arms: Sequence[LoopResult], paired: PairedConfig | None = Non
         ]
     table.add_row(*finals)
     # Final against the first arm's final, pair by pair (the arms share the held-out routes and seeds).
+    paired = paired if paired is not None else load_paired_config()
     reference = before_after(arms[0]).final
     versus = [f"vs {arms[0].run}, paired", "", ""]
     for arm in arms[1:]:
@@ -449,12 +450,16 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
     matplotlib.use("Agg")  # files only: no display on servers and CI
     import matplotlib.pyplot as plt
 
+    spread_config = load_paired_config()
     fig, (ax_ds, ax_dpk) = plt.subplots(1, 2, figsize=PLOT_SIZE_IN)
     for arm in (loop, *others):
         label = f"{arm.run} ({arm.method})"
         rows = iteration_rows(arm)
         ks = [r.iteration for r in rows]
-        spreads = [evaluation_intervals(r.evaluation) if r.evaluation else None for r in arm.iterations]
+        spreads = [
+            evaluation_intervals(r.evaluation, spread_config) if r.evaluation else None
+            for r in arm.iterations
+        ]
         (line,) = ax_ds.plot(ks, [r.incumbent_driving_score for r in rows], drawstyle="steps-post",
                              label=f"{label} incumbent")  # fmt: skip
         ax_ds.errorbar(ks, _values([r.driving_score for r in rows]),
@@ -465,9 +470,10 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
         ax_dpk.errorbar(ks, _values([r.disengagements_per_km for r in rows]),
                         yerr=_error_bars([s.disengagements_per_km if s else None for s in spreads]), fmt="o",
                         capsize=3, color=line.get_color(), label=f"{label} candidate")  # fmt: skip
-    fig.text(
-        0.01, 0.01, "bars: 95 % bootstrap interval of each evaluation over its episodes", fontsize="small"
+    caption = (
+        f"bars: {100 * spread_config.confidence:g} % bootstrap interval of each evaluation over its episodes"
     )
+    fig.text(0.01, 0.01, caption, fontsize="small")
     ax_ds.set(xlabel="iteration", ylabel="driving score (held-out routes)", title="driving score")
     ax_dpk.set(xlabel="iteration", ylabel="disengagements per km", title="disengagement rate")
     for ax in (ax_ds, ax_dpk):
