@@ -17,7 +17,6 @@ from torch.utils.data import DataLoader
 
 from storage.store import Store
 from takeover.datasets import (
-    BlockShuffleSampler,
     DataConfig,
     DatasetError,
     FeatureSpec,
@@ -26,6 +25,7 @@ from takeover.datasets import (
     FrameIndex,
     FrameRole,
     KeyframeWeighting,
+    clip_block_loader,
     collate_frames,
     select_demo_frames,
     split_by_episode,
@@ -82,18 +82,14 @@ def frame_loader(
     generator: torch.Generator | None,
 ) -> DataLoader:
     """Batches of FrameBatch; shuffled in clip blocks when a generator is given, in order otherwise."""
-    sampler = (
-        BlockShuffleSampler(dataset.sample_clips, data.block_clips, generator)
-        if generator is not None
-        else None
-    )
-    return DataLoader(
+    return clip_block_loader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        collate_fn=collate_frames,
-        num_workers=data.num_workers,
-        pin_memory=precision.device.type == "cuda",
+        batch_size,
+        data.block_clips,
+        data.num_workers,
+        collate_frames,
+        precision.device.type == "cuda",
+        generator,
     )
 
 

@@ -12,7 +12,8 @@ list_preference_pairs: the `frames` table says who drove, when) and weighted by 
   pre_takeover  the policy drove, within `pre_takeover_window_s` before a trigger of the same episode
   policy        any other policy-driven frame of a rollout (after a hand-back)
 Only the arrays a sample needs are read, lazily, one clip at a time, kept in a small LRU cache;
-`BlockShuffleSampler` shuffles clips in blocks so that the cache serves whole blocks.
+`BlockShuffleSampler` shuffles clips in blocks so that the cache serves whole blocks. Pairs keep only
+their own frames of each clip, so a pair set usually stays decoded for the whole round.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from storage.clip_format import DRIVER_EXPERT
 from storage.records import FrameTable
@@ -46,6 +47,7 @@ PAIR_SAMPLE_KEYS = FEATURE_KEYS + EXPERT_KEYS + POLICY_KEYS
 CONTROL_DIM = 3  # throttle, steer, brake
 BEV_DTYPE = "|u1"  # numpy dtype string of uint8
 TIME_EPS_S = 1e-6  # frame times are float: compare with a tolerance well below one tick (0.05 s)
+BYTES_PER_MIB = 1024**2
 
 
 class DatasetError(TrainingError):
@@ -386,10 +388,20 @@ def subsample(index: FrameIndex, fraction: float, seed: int) -> FrameIndex:
 class ClipCache:
     """Decoded arrays of the last `capacity` clips (only `keys`), read through Store.load_clip.
 
+    With `rows` ({clip id: frame rows}) a clip keeps only those rows of its per-frame `keys`, so that a
+    data set touching a few frames of each clip (DPO pairs) holds many clips in little memory; with
+    `max_bytes` the cache is bounded by the bytes it keeps instead of by `capacity`.
     A DataLoader worker is another process: it opens its own Store (engines must not cross a fork).
     """
 
-    def __init__(self, store: Store, keys: Sequence[str], capacity: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: Sequence[str],
+        capacity: int,
+        rows: Mapping[int, np.ndarray] | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self._store = store
         self._pid = os.getpid()
         self._url = store.url
@@ -397,7 +409,10 @@ class ClipCache:
         self._config = store.config
         self.keys = tuple(keys)
         self.capacity = capacity
+        self.rows = rows
+        self.max_bytes = max_bytes
         self._clips: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self._bytes = 0
         self.loads = 0
 
     def __getstate__(self) -> dict[str, Any]:
@@ -411,6 +426,7 @@ class ClipCache:
             self._store = Store(self._url, self._clip_root, self._config, auto_upgrade=False)
             self._pid = os.getpid()
             self._clips.clear()
+            self._bytes = 0
         return self._store
 
     def get(self, clip_id: int) -> dict[str, np.ndarray]:
@@ -421,10 +437,27 @@ class ClipCache:
         arrays = self._open().load_clip(clip_id)
         self.loads += 1
         kept = {k: arrays[k] for k in self.keys if k in arrays}
+        if self.rows is not None:  # copies: the full decoded arrays are freed
+            kept = {k: v[self.rows[clip_id]] for k, v in kept.items()}
         clips[clip_id] = kept
-        if len(clips) > self.capacity:
-            clips.popitem(last=False)
+        self._bytes += _nbytes(kept)
+        while len(clips) > 1 and self._over_budget():
+            self._bytes -= _nbytes(clips.popitem(last=False)[1])
         return kept
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays kept."""
+        return self._bytes
+
+    def _over_budget(self) -> bool:
+        if self.max_bytes is not None:
+            return self._bytes > self.max_bytes
+        return len(self._clips) > self.capacity
+
+
+def _nbytes(arrays: Mapping[str, np.ndarray]) -> int:
+    return sum(a.nbytes for a in arrays.values())
 
 
 def frame_features(arrays: dict[str, np.ndarray], row: int) -> PolicyFeatures:
@@ -718,9 +751,21 @@ def collate_pairs(samples: Sequence[PairSample]) -> PairBatch:
 class PairDataset(Dataset[PairSample]):
     """DPO pairs: same features, chosen = expert (or best sampled) plan, rejected = policy (or worst)."""
 
-    def __init__(self, store: Store, index: PairIndex, cache_clips: int) -> None:
+    def __init__(self, store: Store, index: PairIndex, cache_clips: int, cache_mib: float = 0.0) -> None:
+        """Each clip keeps only the frames its pairs use; `cache_mib` > 0 bounds the cache by those
+        frames' bytes (a pair set of a few thousand frames then stays decoded across epochs), else by
+        `cache_clips` clips."""
         self.index = index
-        self.cache = ClipCache(store, (*FEATURE_KEYS, "expert_control", "policy_control"), cache_clips)
+        rows = {int(c): np.unique(index.row[index.clip_id == c]) for c in np.unique(index.clip_id)}
+        # A sample's frame within its clip's kept rows.
+        self.local_row = np.array(
+            [np.searchsorted(rows[int(c)], r) for c, r in zip(index.clip_id, index.row, strict=True)],
+            np.int64,
+        )
+        max_bytes = int(cache_mib * BYTES_PER_MIB) if cache_mib > 0 else None
+        self.cache = ClipCache(
+            store, (*FEATURE_KEYS, "expert_control", "policy_control"), cache_clips, rows, max_bytes
+        )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -731,7 +776,7 @@ class PairDataset(Dataset[PairSample]):
 
     def __getitem__(self, i: int) -> PairSample:
         arrays = self.cache.get(int(self.index.clip_id[i]))
-        row = int(self.index.row[i])
+        row = int(self.local_row[i])
         has_control = bool(self.index.has_control[i])
         zeros = np.zeros(CONTROL_DIM, np.float32)
         chosen_c = arrays["expert_control"][row] if has_control else zeros
@@ -772,3 +817,30 @@ class BlockShuffleSampler(Sampler[int]):
         for start in range(0, len(order), self.block_clips):
             members = np.concatenate([self._by_clip[int(c)] for c in order[start : start + self.block_clips]])
             yield from members[torch.randperm(len(members), generator=self.generator).numpy()].tolist()
+
+
+def clip_block_loader(
+    dataset: FrameDataset | PairDataset,
+    batch_size: int,
+    block_clips: int,
+    num_workers: int,
+    collate: Callable[[Sequence[Any]], Any],
+    pin_memory: bool,
+    generator: torch.Generator | None,
+) -> DataLoader:
+    """Batches shuffled in clip blocks when a generator is given (training), in order otherwise.
+
+    Workers persist across epochs: each keeps its own clip cache, which a new worker would decode again.
+    """
+    sampler = (
+        BlockShuffleSampler(dataset.sample_clips, block_clips, generator) if generator is not None else None
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader
 
 from storage.store import Store
 from takeover.datasets import (
-    BlockShuffleSampler,
     DatasetError,
     FeatureSpec,
     PairBatch,
     PairDataset,
+    clip_block_loader,
     collate_pairs,
     select_pairs,
 )
@@ -66,7 +66,8 @@ class DPOConfig:
     build_pairs: bool = True  # build (idempotently) the pairs of the round's takeovers before training
     only_current_iteration: bool = False  # train on this iteration's pairs only (else iterations <= k)
     pairs: PairConfig = field(default_factory=PairConfig)
-    cache_clips: int = 16  # decoded clips kept in memory
+    cache_clips: int = 16  # decoded clips kept in memory when cache_mib is 0
+    cache_mib: float = 2048.0  # memory for the pairs' frames (a clip keeps only those); 0 = cache_clips
     block_clips: int = 8  # clips shuffled together (see datasets.BlockShuffleSampler)
     num_workers: int = 0  # DataLoader worker processes
     round_prefix: str = "dpo"  # round name and checkpoint runs/<run>/ckpt/<round_prefix>-<k>.pt
@@ -83,8 +84,10 @@ def validate_dpo_config(config: DPOConfig, where: str = "dpo") -> None:
         raise TrainingError(f"{where}.label_smoothing={config.label_smoothing} must be in [0, 0.5)")
     if config.rpo_alpha < 0:
         raise TrainingError(f"{where}.rpo_alpha={config.rpo_alpha} must be >= 0")
-    if config.cache_clips < 1 or config.block_clips < 1 or config.num_workers < 0:
-        raise TrainingError(f"{where}: cache_clips and block_clips must be >= 1, num_workers >= 0")
+    if config.cache_clips < 1 or config.block_clips < 1 or config.num_workers < 0 or config.cache_mib < 0:
+        raise TrainingError(
+            f"{where}: cache_clips and block_clips must be >= 1, num_workers and cache_mib >= 0"
+        )
     if not config.round_prefix or "/" in config.round_prefix:
         raise TrainingError(
             f"{where}.round_prefix={config.round_prefix!r} must be a non-empty name without '/'"
@@ -208,18 +211,14 @@ class DPOTrainer:
 def pair_loader(
     dataset: PairDataset, config: DPOConfig, precision: Precision, generator: torch.Generator | None
 ) -> DataLoader:
-    sampler = (
-        BlockShuffleSampler(dataset.sample_clips, config.block_clips, generator)
-        if generator is not None
-        else None
-    )
-    return DataLoader(
+    return clip_block_loader(
         dataset,
-        batch_size=config.loop.batch_size,
-        sampler=sampler,
-        collate_fn=collate_pairs,
-        num_workers=config.num_workers,
-        pin_memory=precision.device.type == "cuda",
+        config.loop.batch_size,
+        config.block_clips,
+        config.num_workers,
+        collate_pairs,
+        precision.device.type == "cuda",
+        generator,
     )
 
 
@@ -275,7 +274,7 @@ def dpo_round(
                 f"{iteration}: collect takeovers first (takeover collect takeovers --run {run} --iteration "
                 f"{iteration}), or lower dpo.pairs.min_plan_margin_m if every pair was skipped as near-identical"
             )
-        dataset = PairDataset(store, index, config.cache_clips)
+        dataset = PairDataset(store, index, config.cache_clips, config.cache_mib)
         train_loader = pair_loader(dataset, config, precision, generator)
         eval_loader = pair_loader(dataset, config, precision, None)
         trainer = DPOTrainer(policy, reference, config, precision)

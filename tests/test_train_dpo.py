@@ -138,6 +138,25 @@ def test_two_dpo_rounds_with_one_seed_give_identical_weights(world):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_pair_frames_stay_decoded_across_epochs_and_match_the_full_clips(world):
+    store = world[0]
+    build_preference_pairs(store, "syn", 0, PairConfig(), SPEC)
+    index = select_pairs(store, "syn", 0, ["expert_vs_policy"], SPEC)
+    clips = len(set(index.clip_id.tolist()))
+    # Given a pair set read through a one-clip cache of whole clips and through the pair-row cache
+    whole = PairDataset(store, index, cache_clips=1, cache_mib=0)
+    rows = PairDataset(store, index, cache_clips=1, cache_mib=64)
+    # When every pair is read twice (two epochs), the clips interleaved
+    order = sorted(range(len(index)), key=lambda i: (i % 2, i)) * 2
+    for i in order:
+        a, b = whole[i], rows[i]
+        assert torch.equal(a.features.bev, b.features.bev) and torch.equal(a.chosen_control, b.chosen_control)
+    # Then the pair-row cache decoded each clip once and kept only the pairs' frames
+    assert rows.cache.loads == clips < whole.cache.loads
+    frame_bytes = SPEC.channels * SPEC.size_px**2
+    assert rows.cache.nbytes < (len(set(zip(index.clip_id, index.row, strict=True))) + 1) * 2 * frame_bytes
+
+
 def test_control_log_densities_count_only_where_asked(world):
     store = world[0]
     build_preference_pairs(store, "syn", 0, PairConfig(), SPEC)
