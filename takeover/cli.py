@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.iterate",
     "takeover.commands.agreement",
     "takeover.commands.compare",
+    "takeover.commands.confirm",
 )
 
 

@@ -635,22 +635,41 @@ def _collect_step(ctx: _Context, iteration: int, mode: EpisodeMode, seeds: Seque
 def _evaluate_step(
     ctx: _Context, iteration: int, candidate: CheckpointRef, phase_suffix: str = ""
 ) -> StepOutcome:
-    config = ctx.config
     eval_config = dataclasses.replace(
-        config.eval,
-        phase=config.eval.phase + phase_suffix,
-        takeover_phase=config.eval.takeover_phase + phase_suffix,
+        ctx.config.eval,
+        phase=ctx.config.eval.phase + phase_suffix,
+        takeover_phase=ctx.config.eval.takeover_phase + phase_suffix,
     )
-    routes = load_route_set(config.eval.routes, list(config.eval.route_ids) or None)
-    kwargs = _batch_kwargs(ctx)
-    if config.backend == CARLA:
-        kwargs["carla"] = CarlaRun(str(single_route_file(config.eval.routes)), tuple(config.carla_overrides),
-                                   config.carla_managed)  # fmt: skip
-    result = evaluate_checkpoint(
-        candidate.path, routes, config.eval.seeds, ctx.store, ctx.run, iteration,
-        config=eval_config, route_set=config.eval.routes, **kwargs,
+    result = evaluate_on_protocol(
+        ctx.store, ctx.run, iteration, candidate.path, ctx.config, eval_config,
+        map_jobs=ctx.hooks.map_jobs, progress=ctx.progress,
     )  # fmt: skip
     return StepOutcome(COMPLETED, result.metrics(), {"eval": result.to_json()}, candidate)
+
+
+def evaluate_on_protocol(
+    store: Store,
+    run: str,
+    iteration: int,
+    checkpoint: str,
+    config: IterationConfig,
+    eval_config: EvalConfig,
+    *,
+    map_jobs: JobMapper | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """`checkpoint` driven on `eval_config`'s held-out routes (the run's protocol, or it with other
+    phases or seeds) with `config`'s backend and maps; episodes stored under `run`, `iteration`."""
+    routes = load_route_set(eval_config.routes, list(eval_config.route_ids) or None)
+    carla = None
+    if config.backend == CARLA:
+        carla = CarlaRun(str(single_route_file(eval_config.routes)), tuple(config.carla_overrides),
+                         config.carla_managed)  # fmt: skip
+    return evaluate_checkpoint(
+        checkpoint, routes, eval_config.seeds, store, run, iteration, config=eval_config,
+        route_set=eval_config.routes, maps_dirs=tuple(config.maps), backend=config.backend, carla=carla,
+        map_jobs=map_jobs, progress=progress,
+    )  # fmt: skip
 
 
 def _train_step(result: TrainResult) -> StepOutcome:

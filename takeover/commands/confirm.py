@@ -1,0 +1,61 @@
+"""`takeover confirm`: v0 and a run's incumbent driven again on seeds that decided nothing.
+
+    takeover confirm kfkf --seeds 100 101 102               # the incumbent after the last iteration
+    takeover confirm kfkf --iteration 2 --seeds 100 101 102 --json
+
+The run's promotions were decided on its own evaluation seeds, and its before/after table reports
+those episodes; this drives both checkpoints on the same routes and protocol with `--seeds` instead
+(stored under the run <RUN>-confirm, resumable) and prints the change with its paired interval
+(takeover/confirm.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from takeover.commands.iterate import add_storage_args, console, open_store
+from takeover.confirm import confirm_run
+from takeover.paired import comparison_json, load_paired_config
+from takeover.report import comparison_table, paired_sentence
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    paired = load_paired_config([f"confidence={args.confidence}"] if args.confidence is not None else [])
+    with open_store(args.db_url, args.clip_root) as store:
+        result = confirm_run(
+            store, args.run, args.seeds, args.iteration, paired=paired, progress=not args.no_progress
+        )
+    checkpoints = [e.checkpoint_path.rsplit("/", 1)[-1] for e in (result.v0, result.incumbent)]
+    if args.json:
+        print(json.dumps({
+            "run": result.run, "stored_as": result.stored_as, "iteration": result.iteration,
+            "promoted_in": result.promoted_in, "seeds": list(result.seeds),
+            "v0": {"checkpoint": result.v0.checkpoint_path, "metrics": result.v0.metrics()},
+            "incumbent": {"checkpoint": result.incumbent.checkpoint_path, "metrics": result.incumbent.metrics()},
+            "paired": comparison_json(result.comparison),
+        }, indent=2))  # fmt: skip
+        return 0
+    labels = (f"v0 ({checkpoints[0]})", f"after iteration {result.iteration} ({checkpoints[1]})")
+    seeds = " ".join(str(s) for s in result.seeds)
+    title = f"{result.run} on fresh seeds {seeds} ({result.v0.route_set})"
+    out = console()
+    out.print(comparison_table(result.v0, result.incumbent, title, labels, paired))
+    out.print(paired_sentence(result.comparison))
+    out.print(f"episodes stored under run {result.stored_as} (takeover compare reads them back)")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "confirm", help="v0 and a run's incumbent on fresh seeds that decided nothing, with paired intervals"
+    )
+    p.add_argument("run", help="the run to confirm")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, required=True,
+        help="evaluation seeds the run never used, e.g. 100 101 102",
+    )  # fmt: skip
+    p.add_argument("--iteration", type=int, help="the incumbent after this iteration (default: the last)")
+    p.add_argument("--confidence", type=float, help="the intervals' coverage (default conf/paired.yaml)")
+    add_storage_args(p)
+    p.set_defaults(func=cmd_confirm)
