@@ -20,7 +20,7 @@ from takeover.collect import route_set_name
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.evaluate import EvalResult, EvaluationError, stored_evaluation
 from takeover.iteration import DAGGER_PHASE_SUFFIX, load_iteration_config
-from takeover.paired import compare_evaluations, comparison_json, load_paired_config
+from takeover.paired import PairedConfig, compare_evaluations, comparison_json, load_paired_config
 from takeover.report import comparison_table
 
 
@@ -46,9 +46,18 @@ class Side:
         return f"{self.run}:{self.iteration} ({result.checkpoint_path.rsplit('/', 1)[-1]})"
 
 
+def paired_config_of(args: argparse.Namespace) -> PairedConfig:
+    """conf/paired.yaml with `--confidence` (add_confidence_arg) on top."""
+    return load_paired_config([f"confidence={args.confidence}"] if args.confidence is not None else [])
+
+
+def add_confidence_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--confidence", type=float, help="the intervals' coverage (default conf/paired.yaml)")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     before_side, after_side = Side.parse(args.before), Side.parse(args.after)
-    paired = load_paired_config([f"confidence={args.confidence}"] if args.confidence is not None else [])
+    paired = paired_config_of(args)
     route_set = route_set_name(args.routes)
     protocol = load_iteration_config().eval  # the storage phases evaluations are written under
     phase, takeover_phase = protocol.phase, protocol.takeover_phase
@@ -87,6 +96,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("before", help="RUN:ITERATION[@CHECKPOINT], e.g. kfv0:0")
     p.add_argument("after", help="RUN:ITERATION[@CHECKPOINT], e.g. kfkf:3")
     p.add_argument("--routes", default="builtin:eval", help="the route set both were evaluated on")
-    p.add_argument("--confidence", type=float, help="the intervals' coverage (default conf/paired.yaml)")
+    add_confidence_arg(p)
     add_storage_args(p)
     p.set_defaults(func=cmd_compare)

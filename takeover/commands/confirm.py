@@ -14,14 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from takeover.commands.compare import add_confidence_arg, paired_config_of
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.confirm import confirm_run
-from takeover.paired import comparison_json, load_paired_config
+from takeover.paired import comparison_json
 from takeover.report import comparison_table, paired_sentence
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
-    paired = load_paired_config([f"confidence={args.confidence}"] if args.confidence is not None else [])
+    paired = paired_config_of(args)
     with open_store(args.db_url, args.clip_root) as store:
         result = confirm_run(
             store, args.run, args.seeds, args.iteration, paired=paired, progress=not args.no_progress
@@ -56,6 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="evaluation seeds the run never used, e.g. 100 101 102",
     )  # fmt: skip
     p.add_argument("--iteration", type=int, help="the incumbent after this iteration (default: the last)")
-    p.add_argument("--confidence", type=float, help="the intervals' coverage (default conf/paired.yaml)")
+    add_confidence_arg(p)
     add_storage_args(p)
     p.set_defaults(func=cmd_confirm)
