@@ -7,6 +7,7 @@
     evaluate           takeover.evaluate.evaluate_checkpoint on held-out routes
     nightly-iteration  takeover.iteration.run_iteration: collect takeovers -> DAgger -> DPO -> evaluate
                        -> promote (the bootstrap first when the run has no v0); resumes an unfinished one
+    confirm            takeover.confirm.confirm_run: v0 and a run's incumbent on seeds that decided nothing
 
 Episodes fan out as `episode` tasks with retries (flows.tasks); a route x seed that still fails is
 recorded as failed in the database and listed in the flow's markdown artifact, and the others go on.
@@ -27,6 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from carla_bridge.route_sets import load_route_set
 from flows.tasks import DEFAULT_RETRY_DELAY_S, open_store, prefect_hooks, prefect_mapper
 from takeover.commands.train import load_train_config
+from takeover.confirm import confirm_run
 from takeover.dagger import dagger_round
 from takeover.dpo import dpo_round
 from takeover.episode import MODE_PHASE, EpisodeMode
@@ -43,6 +45,8 @@ from takeover.iteration import (
 from takeover.policy import file_sha256
 from takeover.report import (
     collect_markdown,
+    confirmation_json,
+    confirmation_markdown,
     eval_markdown,
     eval_table_rows,
     incumbent_evaluation,
@@ -291,6 +295,32 @@ def nightly_iteration_flow(
     }
 
 
+@flow(name="confirm", task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS))
+def confirm_flow(
+    run: str,
+    seeds: list[int],
+    iteration: int | None = None,
+    concurrency: int = 1,
+    retries: int = 1,
+    retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
+    db_url: str | None = None,
+    clip_root: str | None = None,
+) -> dict[str, Any]:
+    """v0 and `run`'s incumbent after `iteration` (default: the last) driven again on `seeds`, which
+    decided none of its promotions, and compared pair by pair (takeover.confirm.confirm_run)."""
+    with open_store(db_url, clip_root) as store:
+        result = confirm_run(
+            store, run, seeds, iteration, map_jobs=prefect_mapper(concurrency, retries, retry_delay_s),
+            progress=False,
+        )  # fmt: skip
+    create_markdown_artifact(
+        confirmation_markdown(result),
+        key=artifact_key("confirm", run, result.iteration),
+        description="v0 and the incumbent on fresh seeds",
+    )
+    return confirmation_json(result)
+
+
 ALL_FLOWS = (
     collect_demos_flow,
     collect_takeovers_flow,
@@ -298,4 +328,5 @@ ALL_FLOWS = (
     dpo_round_flow,
     evaluate_flow,
     nightly_iteration_flow,
+    confirm_flow,
 )

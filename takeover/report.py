@@ -31,6 +31,7 @@ from takeover.paired import (
     PairedComparison,
     PairedConfig,
     compare_evaluations,
+    comparison_json,
     evaluation_intervals,
     interval_cell,
     load_paired_config,
@@ -39,6 +40,7 @@ from takeover.text import MISSING, fmt
 
 if TYPE_CHECKING:
     from storage.store import Store
+    from takeover.confirm import Confirmation
     from takeover.iteration import CollectOutcome, IterationResult, LoopResult
     from takeover.training import TrainResult
 
@@ -612,19 +614,53 @@ def collect_markdown(store: Store, run: str, iteration: int | None, outcome: Col
     )
 
 
+HEADLINE_COLUMNS = ("DS", "RC %", "IP", "SR", "disengagements/km", "disengagements/policy km",
+                    "expert share %", "episodes without takeover %")  # fmt: skip
+
+
+def _headline_row(result: EvalResult) -> list[str]:
+    return [fmt(result.driving_score), fmt(result.route_completion), fmt(result.infraction_penalty, ".3f"),
+            fmt(result.success_rate, ".2f"), fmt(result.disengagements_per_km, ".2f"),
+            fmt(result.disengagements_per_policy_km, ".2f"), _pct(result.expert_share),
+            _pct(result.takeover_free_share)]  # fmt: skip
+
+
+def confirmation_markdown(result: Confirmation) -> str:
+    """`takeover confirm`'s result (the `confirm` flow's artifact): v0 and the incumbent on the fresh
+    seeds, and the change pair by pair."""
+    names = [Path(e.checkpoint_path).name for e in (result.v0, result.incumbent)]
+    seeds = " ".join(str(s) for s in result.seeds)
+    return "\n".join([
+        f"# Run {result.run} on fresh seeds {seeds} ({result.v0.route_set})",
+        "",
+        _markdown_table(("checkpoint", *HEADLINE_COLUMNS), [
+            [f"v0 ({names[0]})", *_headline_row(result.v0)],
+            [f"after iteration {result.iteration} ({names[1]})", *_headline_row(result.incumbent)],
+        ]),
+        "",
+        "v0 against the incumbent: " + paired_sentence(result.comparison),
+        "",
+        f"Episodes stored under run {result.stored_as}.",
+    ])  # fmt: skip
+
+
+def confirmation_json(result: Confirmation) -> dict[str, Any]:
+    """`takeover confirm --json` and the `confirm` flow's return value."""
+    return {
+        "run": result.run, "stored_as": result.stored_as, "iteration": result.iteration,
+        "promoted_in": result.promoted_in, "seeds": list(result.seeds),
+        "v0": {"checkpoint": result.v0.checkpoint_path, "metrics": result.v0.metrics()},
+        "incumbent": {"checkpoint": result.incumbent.checkpoint_path, "metrics": result.incumbent.metrics()},
+        "paired": comparison_json(result.comparison),
+    }  # fmt: skip
+
+
 def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
     """The markdown artifact of an evaluation: headline scores, then its disengagements."""
     counts = disengagement_counts(
         store, result.run, result.iteration, [takeover_phase], result.checkpoint_sha256
     )
-    head = _markdown_table(
-        ["DS", "RC %", "IP", "SR", "disengagements/km", "disengagements/policy km", "expert share %",
-         "episodes without takeover %"],
-        [[fmt(result.driving_score), fmt(result.route_completion), fmt(result.infraction_penalty, ".3f"),
-          fmt(result.success_rate, ".2f"), fmt(result.disengagements_per_km, ".2f"),
-          fmt(result.disengagements_per_policy_km, ".2f"), _pct(result.expert_share),
-          _pct(result.takeover_free_share)]],
-    )  # fmt: skip
+    head = _markdown_table(HEADLINE_COLUMNS, [_headline_row(result)])
     body = disengagement_markdown(
         f"evaluation of {Path(result.checkpoint_path).name} on {result.route_set}",
         counts,

@@ -25,6 +25,7 @@ from flows.loop import (
     artifact_key,
     collect_demos_flow,
     collect_takeovers_flow,
+    confirm_flow,
     evaluate_flow,
     nightly_iteration_flow,
 )
@@ -151,6 +152,16 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     night = _artifact(artifact_key("nightly-iteration", "nightly", 1))
     assert "evaluation of dpo-1.pt" in night
     assert "Against the incumbent bc.pt: " in night  # the candidate against v0, pair by pair
+    # when the run is confirmed on a seed that decided nothing
+    confirmed = confirm_flow(run="nightly", seeds=[7], retries=0, db_url=db_url, clip_root=clips)
+    # then v0 and the incumbent (one checkpoint when nothing beat v0) drove seed 7 under nightly-confirm
+    promoted_one = one["promoted"]
+    assert calls["evaluate_checkpoint"] == 3 + int(promoted_one)
+    assert confirmed["iteration"] == 1 and confirmed["seeds"] == [7]
+    assert confirmed["stored_as"] == "nightly-confirm" and confirmed["promoted_in"] == int(promoted_one)
+    seeds = _rows(db_url, "SELECT DISTINCT seed FROM episodes WHERE run = 'nightly-confirm'")
+    assert seeds == [(7,)]
+    assert "Run nightly on fresh seeds 7" in _artifact(artifact_key("confirm", "nightly", 1))
 
 
 def test_carla_backend_goes_through_the_leaderboard_on_a_server_pool(

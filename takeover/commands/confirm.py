@@ -17,8 +17,7 @@ import json
 from takeover.commands.compare import add_confidence_arg, paired_config_of
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.confirm import confirm_run
-from takeover.paired import comparison_json
-from takeover.report import comparison_table, paired_sentence
+from takeover.report import comparison_table, confirmation_json, paired_sentence
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -27,16 +26,10 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         result = confirm_run(
             store, args.run, args.seeds, args.iteration, paired=paired, progress=not args.no_progress
         )
-    checkpoints = [e.checkpoint_path.rsplit("/", 1)[-1] for e in (result.v0, result.incumbent)]
     if args.json:
-        print(json.dumps({
-            "run": result.run, "stored_as": result.stored_as, "iteration": result.iteration,
-            "promoted_in": result.promoted_in, "seeds": list(result.seeds),
-            "v0": {"checkpoint": result.v0.checkpoint_path, "metrics": result.v0.metrics()},
-            "incumbent": {"checkpoint": result.incumbent.checkpoint_path, "metrics": result.incumbent.metrics()},
-            "paired": comparison_json(result.comparison),
-        }, indent=2))  # fmt: skip
+        print(json.dumps(confirmation_json(result), indent=2))
         return 0
+    checkpoints = [e.checkpoint_path.rsplit("/", 1)[-1] for e in (result.v0, result.incumbent)]
     labels = (f"v0 ({checkpoints[0]})", f"after iteration {result.iteration} ({checkpoints[1]})")
     seeds = " ".join(str(s) for s in result.seeds)
     title = f"{result.run} on fresh seeds {seeds} ({result.v0.route_set})"
