@@ -419,6 +419,7 @@ class ClipCache:
         state = dict(self.__dict__)
         state["_store"] = None  # re-opened in the worker
         state["_clips"] = OrderedDict()
+        state["_bytes"] = 0
         return state
 
     def _open(self) -> Store:
