@@ -192,11 +192,14 @@ def comparison_table(
     title: str,
     labels: tuple[str, str] = ("before", "after"),
     paired: PairedConfig | None = None,
+    comparison: PairedComparison | None = None,
 ) -> Table:
     """Two evaluations metric by metric: the change (DS in percent, rates as a ratio, the rest as a
-    difference) and, where defined, its paired bootstrap interval over the shared (route, seed) episodes."""
+    difference) and, where defined, its paired bootstrap interval over the shared (route, seed) episodes
+    (`comparison` when the caller has it already, else bootstrapped here with `paired`)."""
     paired = paired if paired is not None else load_paired_config()
-    comparison = compare_evaluations(before, after, paired)
+    if comparison is None:
+        comparison = compare_evaluations(before, after, paired)
     intervals = {
         "driving score": interval_cell(comparison.ds_change_pct, "+.1f", suffix=" %"),
         "disengagements / km": interval_cell(comparison.dpk_ratio, ".2f", prefix="x "),
@@ -625,17 +628,27 @@ def _headline_row(result: EvalResult) -> list[str]:
             _pct(result.takeover_free_share)]  # fmt: skip
 
 
+def confirmation_title(result: Confirmation) -> str:
+    seeds = " ".join(str(s) for s in result.seeds)
+    return f"Run {result.run} on fresh seeds {seeds} ({result.v0.route_set})"
+
+
+def confirmation_labels(result: Confirmation) -> tuple[str, str]:
+    """Names of the two checkpoints confirmed: v0 and the incumbent after the iteration."""
+    v0, incumbent = (Path(e.checkpoint_path).name for e in (result.v0, result.incumbent))
+    return f"v0 ({v0})", f"after iteration {result.iteration} ({incumbent})"
+
+
 def confirmation_markdown(result: Confirmation) -> str:
     """`takeover confirm`'s result (the `confirm` flow's artifact): v0 and the incumbent on the fresh
     seeds, and the change pair by pair."""
-    names = [Path(e.checkpoint_path).name for e in (result.v0, result.incumbent)]
-    seeds = " ".join(str(s) for s in result.seeds)
+    labels = confirmation_labels(result)
     return "\n".join([
-        f"# Run {result.run} on fresh seeds {seeds} ({result.v0.route_set})",
+        f"# {confirmation_title(result)}",
         "",
         _markdown_table(("checkpoint", *HEADLINE_COLUMNS), [
-            [f"v0 ({names[0]})", *_headline_row(result.v0)],
-            [f"after iteration {result.iteration} ({names[1]})", *_headline_row(result.incumbent)],
+            [labels[0], *_headline_row(result.v0)],
+            [labels[1], *_headline_row(result.incumbent)],
         ]),
         "",
         "v0 against the incumbent: " + paired_sentence(result.comparison),

@@ -84,7 +84,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     title = f"{labels[0]} vs {labels[1]} on {route_set}"
     pairs = comparison.ds_change_pct.pairs if comparison.ds_change_pct else 0
     out = console()
-    out.print(comparison_table(before, after, title, labels, paired))
+    out.print(comparison_table(before, after, title, labels, paired, comparison))
     out.print(f"{pairs} (route, seed) episode pairs; {paired.resamples} bootstrap draws, seed {paired.seed}")
     return 0
 

@@ -17,7 +17,13 @@ import json
 from takeover.commands.compare import add_confidence_arg, paired_config_of
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.confirm import confirm_run
-from takeover.report import comparison_table, confirmation_json, paired_sentence
+from takeover.report import (
+    comparison_table,
+    confirmation_json,
+    confirmation_labels,
+    confirmation_title,
+    paired_sentence,
+)
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -29,12 +35,9 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(confirmation_json(result), indent=2))
         return 0
-    checkpoints = [e.checkpoint_path.rsplit("/", 1)[-1] for e in (result.v0, result.incumbent)]
-    labels = (f"v0 ({checkpoints[0]})", f"after iteration {result.iteration} ({checkpoints[1]})")
-    seeds = " ".join(str(s) for s in result.seeds)
-    title = f"{result.run} on fresh seeds {seeds} ({result.v0.route_set})"
+    title, labels = confirmation_title(result), confirmation_labels(result)
     out = console()
-    out.print(comparison_table(result.v0, result.incumbent, title, labels, paired))
+    out.print(comparison_table(result.v0, result.incumbent, title, labels, paired, result.comparison))
     out.print(paired_sentence(result.comparison))
     out.print(f"episodes stored under run {result.stored_as} (takeover compare reads them back)")
     return 0
