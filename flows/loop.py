@@ -29,6 +29,13 @@ from carla_bridge.route_sets import load_route_set
 from flows.tasks import DEFAULT_RETRY_DELAY_S, open_store, prefect_hooks, prefect_mapper
 from takeover.commands.train import load_train_config
 from takeover.confirm import confirm_run
+from takeover.counterfactual import (
+    analyse_run,
+    counterfactual_markdown,
+    counterfactuals_json,
+    load_counterfactual_config,
+    necessary_ratio,
+)
 from takeover.dagger import dagger_round
 from takeover.dpo import dpo_round
 from takeover.episode import MODE_PHASE, EpisodeMode
@@ -321,6 +328,36 @@ def confirm_flow(
     return confirmation_json(result)
 
 
+@flow(name="counterfactual")
+def counterfactual_flow(
+    run: str,
+    iteration: int,
+    baseline_run: str | None = None,
+    baseline_iteration: int = 0,
+    routes: str = "builtin:eval",
+    settings: list[str] | None = None,
+    db_url: str | None = None,
+    clip_root: str | None = None,
+) -> dict[str, Any]:
+    """Every takeover of `run`'s evaluation in `iteration` replayed without it: was it necessary
+    (takeover.counterfactual)? With `baseline_run`, its evaluation in `baseline_iteration` too, and the
+    necessary-rate ratio of the two pair by pair. `settings` are conf/counterfactual.yaml overrides."""
+    config = load_counterfactual_config(settings or [])
+    sides = [(baseline_run, baseline_iteration)] if baseline_run else []
+    with open_store(db_url, clip_root) as store:
+        found = [
+            analyse_run(store, name, number, routes=routes, config=config, progress=False)
+            for name, number in [*sides, (run, iteration)]
+        ]
+    ratio = necessary_ratio(found[0], found[1]) if len(found) == 2 else None
+    create_markdown_artifact(
+        counterfactual_markdown(found, ratio),
+        key=artifact_key("counterfactual", run, iteration),
+        description="takeovers replayed without the takeover",
+    )
+    return counterfactuals_json(found, ratio)
+
+
 ALL_FLOWS = (
     collect_demos_flow,
     collect_takeovers_flow,
@@ -329,4 +366,5 @@ ALL_FLOWS = (
     evaluate_flow,
     nightly_iteration_flow,
     confirm_flow,
+    counterfactual_flow,
 )

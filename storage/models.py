@@ -1,7 +1,7 @@
 """SQLAlchemy 2.x ORM models of the takeover database (the schema the migrations create).
 
-Tables: iterations, checkpoints, routes, episodes, takeovers, clips, frames, preference_pairs,
-training_rounds, training_metrics, ingest_attempts (the journal that makes episode writes atomic
+Tables: iterations, checkpoints, routes, episodes, takeovers, counterfactuals, clips, frames,
+preference_pairs, training_rounds, training_metrics, ingest_attempts (the journal that makes episode writes atomic
 with their clip files). Units are in the column names (`_m`, `_s`, `_mps`, `_rad`); times in UTC.
 Changing anything here needs a new migration in storage/migrations/versions (a test compares them).
 """
@@ -172,6 +172,32 @@ class Takeover(Base):
     handback_time_s: Mapped[float | None] = mapped_column(Float)
 
     episode: Mapped[Episode] = relationship(back_populates="takeovers")
+
+
+class Counterfactual(Base):
+    """What the policy did, in a replay of its episode, when one takeover was not carried out.
+
+    The replay drives the episode again up to the takeover's trigger and lets the policy keep the
+    wheel for `horizon_s` (takeover/counterfactual.py). `necessary` is None when the replay did not
+    reach the same trigger (a simulator that does not replay deterministically).
+    """
+
+    __tablename__ = "counterfactuals"
+    __table_args__ = (UniqueConstraint("takeover_id", "config_sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    takeover_id: Mapped[int] = mapped_column(ForeignKey("takeovers.id", ondelete="CASCADE"), index=True)
+    config_sha256: Mapped[str] = mapped_column(String(SHA256_HEX_LEN))  # of the replay's settings
+    horizon_s: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(
+        String(CODE_LEN)
+    )  # an infraction kind, "standing", "clear", "diverged"
+    necessary: Mapped[bool | None] = mapped_column(Boolean)
+    first_event_s: Mapped[float | None] = mapped_column(Float)  # seconds after the trigger
+    progress_m: Mapped[float] = mapped_column(Float)  # metres the policy drove in the window
+    events: Mapped[list[Any]] = mapped_column(default=list)  # [{"kind": ..., "after_s": ...}, ...]
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Clip(Base):

@@ -372,6 +372,21 @@ class TakeoverInfo:
 
 
 @dataclass(frozen=True)
+class CounterfactualRecord:
+    """A takeover's counterfactual (storage.models.Counterfactual): what the policy did without it."""
+
+    takeover_id: int
+    config_sha256: str  # sha256 of `config` as sorted JSON: one row per takeover and settings
+    horizon_s: float
+    outcome: str  # the first counted infraction's kind, "standing", "clear" or "diverged"
+    necessary: bool | None  # None: the replay diverged before the trigger
+    first_event_s: float | None  # seconds from the trigger to the first counted event
+    progress_m: float
+    events: tuple[Mapping[str, Any], ...] = ()  # every infraction in the window: kind, after_s
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PreferencePairInfo:
     """A stored DPO pair, with where its state's features are in its clip."""
 

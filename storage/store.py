@@ -44,6 +44,7 @@ from storage.models import (
     Base,
     Checkpoint,
     Clip,
+    Counterfactual,
     Episode,
     Frame,
     IngestAttempt,
@@ -59,6 +60,7 @@ from storage.records import (
     CheckpointRecord,
     ClipInfo,
     ClipRecord,
+    CounterfactualRecord,
     EpisodeRecord,
     FrameTable,
     PreferencePairInfo,
@@ -937,6 +939,54 @@ class Store:
                     )
                 )
         return ids
+
+    @_translate_db_errors
+    def add_counterfactuals(self, records: Sequence[CounterfactualRecord]) -> None:
+        """Store takeover counterfactuals (one transaction); one already there (takeover, settings) is kept."""
+        rows = []
+        for record in records:
+            check_sha256(record.config_sha256, f"counterfactual of takeover {record.takeover_id}")
+            rows.append(
+                {
+                    "takeover_id": int(record.takeover_id),
+                    "config_sha256": record.config_sha256,
+                    "horizon_s": float(record.horizon_s),
+                    "outcome": record.outcome,
+                    "necessary": record.necessary,
+                    "first_event_s": record.first_event_s,
+                    "progress_m": float(record.progress_m),
+                    "events": jsonable(list(record.events), "counterfactual events"),
+                    "config": jsonable(dict(record.config), "counterfactual config"),
+                    "created_at": utcnow(),
+                }
+            )
+        if not rows:
+            return
+        with Session(self._writer) as session, session.begin():
+            wanted = {r["takeover_id"] for r in rows}
+            known = set(session.execute(select(Takeover.id).where(Takeover.id.in_(wanted))).scalars())
+            if unknown := sorted(wanted - known):
+                raise RecordError(f"counterfactuals name takeover id(s) {unknown} that are not stored")
+            key = ["takeover_id", "config_sha256"]
+            session.execute(self._insert(Counterfactual).on_conflict_do_nothing(index_elements=key), rows)
+
+    @_translate_db_errors
+    def list_counterfactuals(
+        self, takeover_ids: Iterable[int], config_sha256: str
+    ) -> list[CounterfactualRecord]:
+        """The stored counterfactuals of these takeovers under one replay setting, by takeover id."""
+        ids = sorted({int(i) for i in takeover_ids})
+        columns = [getattr(Counterfactual, f.name) for f in fields(CounterfactualRecord)]
+        stmt = (
+            select(*columns)
+            .where(Counterfactual.takeover_id.in_(ids), Counterfactual.config_sha256 == config_sha256)
+            .order_by(Counterfactual.takeover_id)
+        )
+        with Session(self.engine) as session:
+            return [
+                CounterfactualRecord(**{**row._asdict(), "events": tuple(row.events)})
+                for row in session.execute(stmt).all()
+            ]
 
     @_translate_db_errors
     def record_training_round(self, record: TrainingRoundRecord) -> int:

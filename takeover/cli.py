@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "takeover.commands.agreement",
     "takeover.commands.compare",
     "takeover.commands.confirm",
+    "takeover.commands.counterfactual",
 )
 
 

@@ -600,13 +600,14 @@ def run_episode(
     tags: EpisodeTags | None = None,
     feature_config: PolicyConfig | None = None,
     on_tick: Callable[[int, WorldSnapshot], None] | None = None,
+    stop: Callable[[WorldSnapshot], bool] | None = None,
 ) -> EpisodeResult:
     """Drive `route` once (see the module docstring) and return its records.
 
     The loop over `sim` around an EpisodeStepper (its docstring says what `policy` and
-    `feature_config` must be): reset, then tick and step until the route's scoring ends the route or
-    `max_time_s` has passed. `on_tick(tick, snapshot)` is called before each tick is decided
-    (progress, instrumentation).
+    `feature_config` must be): reset, then tick and step until the route's scoring ends the route,
+    `max_time_s` has passed or `stop(snapshot)` is true (a replay that has seen what it came for).
+    `on_tick(tick, snapshot)` is called before each tick is decided (progress, instrumentation).
     """
     stepper = EpisodeStepper(
         route, seed, policy, expert, monitor, config, tags=tags, feature_config=feature_config, dt_s=sim.dt
@@ -621,6 +622,8 @@ def run_episode(
         if scoring.criteria.done or (
             config.max_time_s > 0 and snap.time_s - t0 >= config.max_time_s - TIME_EPS_S
         ):
+            break
+        if stop is not None and stop(snap):
             break
         if on_tick is not None:
             on_tick(stepper.n_ticks, snap)

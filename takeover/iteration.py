@@ -761,6 +761,14 @@ def changed_settings(old: Mapping[str, Any] | None, new: Mapping[str, Any], pref
     return changed
 
 
+def evaluation_phase_pairs() -> list[tuple[str, str]]:
+    """The (leaderboard, takeover) storage phases an evaluation is written under, in the order
+    `stored_evaluation` tries them: the protocol's, then a selected iteration's DAgger checkpoint's."""
+    protocol = load_iteration_config().eval
+    phase, takeover_phase = protocol.phase, protocol.takeover_phase
+    return [(phase, takeover_phase), (phase + DAGGER_PHASE_SUFFIX, takeover_phase + DAGGER_PHASE_SUFFIX)]
+
+
 def stored_iteration_config(store: Store, run: str, overrides: Sequence[str] = ()) -> IterationConfig | None:
     """The settings that run `run`'s latest iteration started with (recipe and flags included), with
     dotlist `overrides` relative to the `iterate` section on top; None when the run has none stored."""

@@ -130,7 +130,7 @@ def bootstrap_interval(
     return Interval(estimate, float(low), float(high), config.confidence, n, unpaired)
 
 
-def _sum_ratio(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+def sum_ratio(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """(sum after[..., 0] / sum after[..., 1]) / (sum before[..., 0] / sum before[..., 1]), NaN where a
     sum in a denominator is zero."""
     b = before.sum(axis=-2)
@@ -169,10 +169,10 @@ def compare_evaluations(
         ]
         return np.array(rows, dtype=float).reshape(-1, 2)
 
-    dpk = bootstrap_interval(rate_columns(False, 0), rate_columns(False, 1), _sum_ratio, config, to_unpaired)
+    dpk = bootstrap_interval(rate_columns(False, 0), rate_columns(False, 1), sum_ratio, config, to_unpaired)
     recorded = all(e.expert_distance_m is not None for pair in to_pairs for e in pair)
     policy = (
-        bootstrap_interval(rate_columns(True, 0), rate_columns(True, 1), _sum_ratio, config, to_unpaired)
+        bootstrap_interval(rate_columns(True, 0), rate_columns(True, 1), sum_ratio, config, to_unpaired)
         if recorded
         else None
     )

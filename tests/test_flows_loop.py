@@ -26,6 +26,7 @@ from flows.loop import (
     collect_demos_flow,
     collect_takeovers_flow,
     confirm_flow,
+    counterfactual_flow,
     evaluate_flow,
     nightly_iteration_flow,
 )
@@ -162,6 +163,15 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     seeds = _rows(db_url, "SELECT DISTINCT seed FROM episodes WHERE run = 'nightly-confirm'")
     assert seeds == [(7,)]
     assert "Run nightly on fresh seeds 7" in _artifact(artifact_key("confirm", "nightly", 1))
+    # when the candidate's takeovers and v0's are replayed without them
+    found = counterfactual_flow(run="nightly", iteration=1, baseline_run="nightly", baseline_iteration=0,
+                                settings=["horizon_s=2"], db_url=db_url, clip_root=clips)  # fmt: skip
+    # then every stored takeover has a verdict that reached its trigger, and a report
+    v0, candidate = found["evaluations"]
+    stored = _rows(db_url, "SELECT COUNT(*) FROM counterfactuals")[0][0]
+    assert stored == v0["takeovers"] + candidate["takeovers"] > 0
+    assert v0["diverged"] == candidate["diverged"] == 0 and "necessary_ratio" in found
+    assert "takeovers | necessary | false alarms" in _artifact(artifact_key("counterfactual", "nightly", 1))
 
 
 def test_carla_backend_goes_through_the_leaderboard_on_a_server_pool(

@@ -16,10 +16,11 @@ import argparse
 import json
 from dataclasses import dataclass
 
+from storage.store import Store
 from takeover.collect import route_set_name
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.evaluate import EvalResult, EvaluationError, stored_evaluation
-from takeover.iteration import DAGGER_PHASE_SUFFIX, load_iteration_config
+from takeover.iteration import evaluation_phase_pairs
 from takeover.paired import PairedConfig, compare_evaluations, comparison_json, load_paired_config
 from takeover.report import comparison_table
 
@@ -42,6 +43,12 @@ class Side:
             )
         return cls(run, int(number), checkpoint or None)
 
+    def evaluation(self, store: Store, route_set: str) -> EvalResult:
+        """This side's stored evaluation on `route_set` (a selected iteration's DAgger phases too)."""
+        return stored_evaluation(
+            store, self.run, self.iteration, route_set, evaluation_phase_pairs(), self.checkpoint
+        )
+
     def label(self, result: EvalResult) -> str:
         return f"{self.run}:{self.iteration} ({result.checkpoint_path.rsplit('/', 1)[-1]})"
 
@@ -59,17 +66,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     before_side, after_side = Side.parse(args.before), Side.parse(args.after)
     paired = paired_config_of(args)
     route_set = route_set_name(args.routes)
-    protocol = load_iteration_config().eval  # the storage phases evaluations are written under
-    phase, takeover_phase = protocol.phase, protocol.takeover_phase
-    phase_pairs = [
-        (phase, takeover_phase),
-        (phase + DAGGER_PHASE_SUFFIX, takeover_phase + DAGGER_PHASE_SUFFIX),
-    ]
     with open_store(args.db_url, args.clip_root) as store:
-        before, after = (
-            stored_evaluation(store, side.run, side.iteration, route_set, phase_pairs, side.checkpoint)
-            for side in (before_side, after_side)
-        )
+        before, after = (side.evaluation(store, route_set) for side in (before_side, after_side))
     comparison = compare_evaluations(before, after, paired)
     if args.json:
         print(json.dumps({

@@ -1,0 +1,97 @@
+"""`takeover counterfactual`: which disengagements of an evaluation were necessary?
+
+    takeover counterfactual kfv0:0                          # every takeover of v0's evaluation, replayed
+    takeover counterfactual kfv0:0 kfkf:3                   # both, and the necessary-rate ratio pair by pair
+    takeover counterfactual kfkf:3 --set horizon_s=5 --json
+
+Each takeover of the evaluation's takeover episodes is replayed on the embedded simulator with that
+takeover refused; it was necessary when the policy then commits a counted infraction within the
+horizon (takeover/counterfactual.py, conf/counterfactual.yaml). Verdicts are stored per takeover and
+setting, so a second call reads them back and an interrupted one resumes. Sides are RUN:ITERATION[@CHECKPOINT]
+as in `takeover compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.table import Table
+
+from takeover.commands.compare import Side, add_confidence_arg, paired_config_of
+from takeover.commands.iterate import add_storage_args, console, open_store
+from takeover.counterfactual import (
+    Counterfactuals,
+    analyse_run,
+    counterfactuals_json,
+    load_counterfactual_config,
+    necessary_ratio,
+    ratio_text,
+)
+from takeover.text import fmt
+
+
+def _pct(share: float | None) -> str:
+    return fmt(None if share is None else 100 * share, ".0f") + ("" if share is None else " %")
+
+
+def counterfactual_table(found: Counterfactuals, label: str) -> Table:
+    table = Table(
+        title=f"{label}: takeovers replayed without the takeover, {found.config.horizon_s:g} s horizon"
+    )
+    for name in ("reason", "takeovers", "necessary", "false alarms", "precision"):
+        table.add_column(name, justify="left" if name == "reason" else "right")
+    for row in found.by_reason():
+        table.add_row(
+            row.reason, str(row.takeovers), str(row.necessary), str(row.takeovers - row.necessary),
+            _pct(row.precision),
+        )  # fmt: skip
+    total = len(found.takeovers)
+    table.add_row(
+        "all", str(total), str(found.necessary), str(total - found.necessary),
+        _pct(found.necessary / total if total else None), end_section=True,
+    )  # fmt: skip
+    return table
+
+
+def cmd_counterfactual(args: argparse.Namespace) -> int:
+    sides = [Side.parse(spec) for spec in args.evaluations]
+    config = load_counterfactual_config(args.set)
+    paired = paired_config_of(args)
+    with open_store(args.db_url, args.clip_root) as store:
+        found = [
+            analyse_run(store, side.run, side.iteration, checkpoint=side.checkpoint, routes=args.routes,
+                        config=config, progress=not args.no_progress)
+            for side in sides
+        ]  # fmt: skip
+    ratio = necessary_ratio(found[0], found[-1], paired) if len(found) == 2 else None
+    if args.json:
+        print(json.dumps(counterfactuals_json(found, ratio), indent=2))
+        return 0
+    out = console()
+    for side, f in zip(sides, found, strict=True):
+        out.print(counterfactual_table(f, side.label(f.result)))
+        out.print(
+            f"disengagements/km {fmt(f.result.disengagements_per_km, '.2f')}, necessary/km "
+            f"{fmt(f.necessary_per_km, '.2f')} over {f.distance_km:.2f} km; outcomes {f.outcomes()}; "
+            f"{f.replayed} replayed now, {len(f.takeovers) - f.replayed} read back"
+        )
+    if len(found) == 2:
+        out.print(f"necessary disengagements/km, after over before, pair by pair: {ratio_text(ratio)}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "counterfactual", help="replay each takeover of an evaluation without it: was it necessary?"
+    )
+    p.add_argument(
+        "evaluations", nargs="+", metavar="RUN:ITERATION", help="one or two (before, after) evaluations"
+    )
+    p.add_argument("--routes", default="builtin:eval", help="the route set they were evaluated on")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="conf/counterfactual.yaml override"
+    )
+    add_confidence_arg(p)
+    add_storage_args(p)
+    p.set_defaults(func=cmd_counterfactual)
