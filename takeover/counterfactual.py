@@ -63,8 +63,9 @@ from takeover.text import MISSING, fmt
 if TYPE_CHECKING:
     from carla_bridge.route import Route
     from carla_bridge.snapshot import WorldSnapshot
+    from experts.expert import ExpertPlan
     from storage.store import Store
-    from takeover.monitor import ExpertPlan, PolicyPlan
+    from takeover.policy.protocol import PolicyPlan
 
 CONFIG_NAME = "counterfactual"
 CLEAR = "clear"  # outcomes besides an infraction kind
