@@ -8,6 +8,7 @@
     nightly-iteration  takeover.iteration.run_iteration: collect takeovers -> DAgger -> DPO -> evaluate
                        -> promote (the bootstrap first when the run has no v0); resumes an unfinished one
     confirm            takeover.confirm.confirm_run: v0 and a run's incumbent on seeds that decided nothing
+    counterfactual     takeover.counterfactual.analyse_run: each takeover replayed without it, was it necessary?
 
 Episodes fan out as `episode` tasks with retries (flows.tasks); a route x seed that still fails is
 recorded as failed in the database and listed in the flow's markdown artifact, and the others go on.

@@ -34,6 +34,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +59,7 @@ from takeover.paired import (
     pair_episodes,
     sum_ratio,
 )
+from takeover.report import markdown_table
 from takeover.text import MISSING, fmt
 
 if TYPE_CHECKING:
@@ -103,10 +105,14 @@ def load_counterfactual_config(overrides: Sequence[str] | None = None) -> Counte
     return config
 
 
+def judged_settings(config: CounterfactualConfig) -> dict[str, Any]:
+    """The settings that decide a verdict (how the replay is computed, torch threads, does not)."""
+    return {k: v for k, v in asdict(config).items() if k != "torch_threads"}
+
+
 def config_digest(config: CounterfactualConfig) -> str:
-    """sha256 of the settings that decide a verdict: stored verdicts are reused only under the same ones."""
-    judged = {k: v for k, v in asdict(config).items() if k != "torch_threads"}
-    return hashlib.sha256(json.dumps(judged, sort_keys=True).encode()).hexdigest()
+    """sha256 of `judged_settings`: stored verdicts are reused only under the same ones."""
+    return hashlib.sha256(json.dumps(judged_settings(config), sort_keys=True).encode()).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- verdict
@@ -202,7 +208,7 @@ def replay_takeover(
         setup.sim, route, seed, setup.policy, setup.expert, monitor, setup.episode, stop=stop
     )
     digest = config_digest(config)
-    settings = asdict(config)
+    settings = judged_settings(config)  # what the digest covers, stored with the verdict
     branch = monitor.branch
     if (
         branch is None
@@ -274,6 +280,10 @@ class Counterfactuals:
                 sum(1 for t in mine if self.records[t.id].outcome == DIVERGED),
             ))  # fmt: skip
         return rows
+
+    def overall(self) -> ReasonCount:
+        """All reasons together, as one row."""
+        return ReasonCount("all", len(self.takeovers), self.necessary, self.diverged)
 
     def outcomes(self) -> dict[str, int]:
         return dict(Counter(r.outcome for r in self.records.values()).most_common())
@@ -383,24 +393,28 @@ def analyse_run(
     )  # fmt: skip
 
 
+REASON_COLUMNS = ("reason", "takeovers", "necessary", "false alarms", "precision")
+
+
+def reason_cells(row: ReasonCount) -> list[str]:
+    """One reason's cells under REASON_COLUMNS (the CLI's table and the flow's markdown)."""
+    precision = MISSING if row.precision is None else f"{100 * row.precision:.0f} %"
+    return [row.reason, str(row.takeovers), str(row.necessary), str(row.takeovers - row.necessary), precision]
+
+
+def evaluation_title(found: Counterfactuals) -> str:
+    r = found.result
+    return f"{r.run}:{r.iteration} ({Path(r.checkpoint_path).name}), {found.config.horizon_s:g} s horizon"
+
+
 def counterfactual_markdown(found: Sequence[Counterfactuals], ratio: Interval | None = None) -> str:
     """The verdicts per reason of each evaluation (and, for two, the paired necessary-rate ratio) as markdown."""
     lines = []
     for f in found:
-        r = f.result
-        lines += [
-            f"### {r.run}:{r.iteration} ({r.checkpoint_path.rsplit('/', 1)[-1]}), {f.config.horizon_s:g} s horizon",
-            "",
-            "| reason | takeovers | necessary | false alarms | precision |",
-            "|---|---|---|---|---|",
-        ]
-        for row in [*f.by_reason(), ReasonCount("all", len(f.takeovers), f.necessary, f.diverged)]:
-            precision = MISSING if row.precision is None else f"{100 * row.precision:.0f} %"
-            lines.append(
-                f"| {row.reason} | {row.takeovers} | {row.necessary} | {row.takeovers - row.necessary} | {precision} |"
-            )
-        lines += ["", f"Disengagements/km {fmt(r.disengagements_per_km, '.2f')}, necessary/km "
-                      f"{fmt(f.necessary_per_km, '.2f')}; diverged replays: {f.diverged}.", ""]  # fmt: skip
+        rows = [reason_cells(row) for row in [*f.by_reason(), f.overall()]]
+        lines += [f"### {evaluation_title(f)}", "", markdown_table(REASON_COLUMNS, rows), "",
+                  f"Disengagements/km {fmt(f.result.disengagements_per_km, '.2f')}, necessary/km "
+                  f"{fmt(f.necessary_per_km, '.2f')}; diverged replays: {f.diverged}.", ""]  # fmt: skip
     if len(found) == 2:
         lines.append(f"Necessary disengagements/km, second over first, pair by pair: {ratio_text(ratio)}.")
     return "\n".join(lines)

@@ -552,7 +552,8 @@ def disengagement_counts(
     ]
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub markdown table: `header`, then one line per row of cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -583,15 +584,15 @@ def disengagement_markdown(
     parts += [
         "## Disengagements per reason",
         "",
-        _markdown_table(["reason", "takeovers"], reason_rows),
+        markdown_table(["reason", "takeovers"], reason_rows),
         "",
         "## Disengagements per scenario type",
         "",
-        _markdown_table(["scenario type", "takeovers"], scenario_rows),
+        markdown_table(["scenario type", "takeovers"], scenario_rows),
         "",
         "## Per reason and scenario type",
         "",
-        _markdown_table(["reason", "scenario type", "takeovers", "mean speed km/h"], detail_rows),
+        markdown_table(["reason", "scenario type", "takeovers", "mean speed km/h"], detail_rows),
         "",
     ]
     if failures:
@@ -599,7 +600,7 @@ def disengagement_markdown(
         parts += [
             "## Failed route x seeds",
             "",
-            _markdown_table(["route", "seed", "phase", "error"], failure_rows),
+            markdown_table(["route", "seed", "phase", "error"], failure_rows),
             "",
         ]
     return "\n".join(parts)
@@ -646,7 +647,7 @@ def confirmation_markdown(result: Confirmation) -> str:
     return "\n".join([
         f"# {confirmation_title(result)}",
         "",
-        _markdown_table(("checkpoint", *HEADLINE_COLUMNS), [
+        markdown_table(("checkpoint", *HEADLINE_COLUMNS), [
             [labels[0], *_headline_row(result.v0)],
             [labels[1], *_headline_row(result.incumbent)],
         ]),
@@ -673,7 +674,7 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
     counts = disengagement_counts(
         store, result.run, result.iteration, [takeover_phase], result.checkpoint_sha256
     )
-    head = _markdown_table(HEADLINE_COLUMNS, [_headline_row(result)])
+    head = markdown_table(HEADLINE_COLUMNS, [_headline_row(result)])
     body = disengagement_markdown(
         f"evaluation of {Path(result.checkpoint_path).name} on {result.route_set}",
         counts,
@@ -697,7 +698,7 @@ def loop_markdown(loop: LoopResult) -> str:
         [
             f"# Run {loop.run} ({loop.method})",
             "",
-            _markdown_table(
+            markdown_table(
                 [
                     "iteration",
                     "candidate",
@@ -748,7 +749,7 @@ def training_markdown(result: TrainResult) -> str:
         f"(sha256 {result.sha256[:SHA_SHOWN]}, parent {(result.parent_sha256 or 'none')[:SHA_SHOWN]}), "
         f"{result.n_samples} samples, {result.steps} steps, {result.wall_s:.0f} s\n\n"
     )
-    return head + _markdown_table(
+    return head + markdown_table(
         ["metric", "value"], [(k, f"{v:.4g}") for k, v in sorted(result.metrics.items())]
     )
 

@@ -21,36 +21,28 @@ from rich.table import Table
 from takeover.commands.compare import Side, add_confidence_arg, paired_config_of
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.counterfactual import (
+    REASON_COLUMNS,
     Counterfactuals,
     analyse_run,
     counterfactuals_json,
     load_counterfactual_config,
     necessary_ratio,
     ratio_text,
+    reason_cells,
 )
 from takeover.text import fmt
 
 
-def _pct(share: float | None) -> str:
-    return fmt(None if share is None else 100 * share, ".0f") + ("" if share is None else " %")
-
-
 def counterfactual_table(found: Counterfactuals, label: str) -> Table:
+    """The verdicts per reason, then all together; `label` names the evaluation."""
     table = Table(
         title=f"{label}: takeovers replayed without the takeover, {found.config.horizon_s:g} s horizon"
     )
-    for name in ("reason", "takeovers", "necessary", "false alarms", "precision"):
+    for name in REASON_COLUMNS:
         table.add_column(name, justify="left" if name == "reason" else "right")
     for row in found.by_reason():
-        table.add_row(
-            row.reason, str(row.takeovers), str(row.necessary), str(row.takeovers - row.necessary),
-            _pct(row.precision),
-        )  # fmt: skip
-    total = len(found.takeovers)
-    table.add_row(
-        "all", str(total), str(found.necessary), str(total - found.necessary),
-        _pct(found.necessary / total if total else None), end_section=True,
-    )  # fmt: skip
+        table.add_row(*reason_cells(row))
+    table.add_row(*reason_cells(found.overall()), end_section=True)
     return table
 
 
