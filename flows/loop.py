@@ -6,9 +6,10 @@
     dpo-round          takeover.dpo.dpo_round
     evaluate           takeover.evaluate.evaluate_checkpoint on held-out routes
     nightly-iteration  takeover.iteration.run_iteration: collect takeovers -> DAgger -> DPO -> evaluate
-                       -> promote (the bootstrap first when the run has no v0); resumes an unfinished one
+                       [-> counterfactual] -> promote (the bootstrap first when the run has no v0);
+                       resumes an unfinished one
     confirm            takeover.confirm.confirm_run: v0 and a run's incumbent on seeds that decided nothing
-    counterfactual     takeover.counterfactual.analyse_run: each takeover replayed without it, was it necessary?
+    counterfactual     takeover.iteration.analyse_run: each takeover replayed without it, was it necessary?
 
 Episodes fan out as `episode` tasks with retries (flows.tasks); a route x seed that still fails is
 recorded as failed in the database and listed in the flow's markdown artifact, and the others go on.
@@ -31,7 +32,6 @@ from flows.tasks import DEFAULT_RETRY_DELAY_S, open_store, prefect_hooks, prefec
 from takeover.commands.train import load_train_config
 from takeover.confirm import confirm_run
 from takeover.counterfactual import (
-    analyse_run,
     counterfactual_markdown,
     counterfactuals_json,
     load_counterfactual_config,
@@ -42,6 +42,7 @@ from takeover.dpo import dpo_round
 from takeover.episode import MODE_PHASE, EpisodeMode
 from takeover.evaluate import CarlaRun, evaluate_checkpoint, single_route_file
 from takeover.iteration import (
+    analyse_run,
     collect_episodes,
     configure,
     load_iteration_config,

@@ -43,12 +43,10 @@ from rich.progress import track
 from carla_bridge.config import load_config
 from carla_bridge.errors import TakeoverError
 from carla_bridge.maps import MapLibrary
-from carla_bridge.route_sets import load_route_set
 from storage.records import CounterfactualRecord, TakeoverInfo
-from takeover.collect import CollectSetup, make_setup, plan_missing, route_set_name
+from takeover.collect import CollectSetup, make_setup, plan_missing
 from takeover.episode import EpisodeMode, run_episode
-from takeover.evaluate import EMBEDDED, EvalResult, stored_evaluation, torch_threads
-from takeover.iteration import evaluation_phase_pairs, load_iteration_config, stored_iteration_config
+from takeover.evaluate import EMBEDDED, EvalResult, torch_threads
 from takeover.monitor import TIME_EPS_S, Driver, MonitorConfig, MonitorDecision, TakeoverMonitor
 from takeover.paired import (
     Interval,
@@ -368,29 +366,6 @@ def analyse_evaluation(
                 store.add_counterfactuals(fresh)
                 records.update((r.takeover_id, r) for r in fresh)
     return Counterfactuals(result, takeovers, records, config, len(missing))
-
-
-def analyse_run(
-    store: Store,
-    run: str,
-    iteration: int,
-    *,
-    checkpoint: str | None = None,
-    routes: str = "builtin:eval",
-    config: CounterfactualConfig | None = None,
-    progress: bool = True,
-) -> Counterfactuals:
-    """`analyse_evaluation` of the evaluation stored for `run` / `iteration` on the route set `routes`
-    (`checkpoint` names one when the iteration evaluated several), with the settings the run's
-    evaluations drove with (its stored loop settings, else conf/loop.yaml)."""
-    result = stored_evaluation(
-        store, run, iteration, route_set_name(routes), evaluation_phase_pairs(), checkpoint
-    )
-    protocol = stored_iteration_config(store, run) or load_iteration_config()
-    return analyse_evaluation(
-        store, result, load_route_set(routes), config, overrides=protocol.eval.overrides,
-        maps_dirs=protocol.maps, progress=progress,
-    )  # fmt: skip
 
 
 REASON_COLUMNS = ("reason", "takeovers", "necessary", "false alarms", "precision")

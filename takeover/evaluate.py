@@ -28,6 +28,10 @@ than I and either
                                                                (an equal score, fewer disengagements/km).
 With `max_disengagement_rise` r set, a higher score does not count when DPK_C > (1 + r) DPK_I: the
 score alone would promote a policy that drives further and needs the expert more often.
+With `max_necessary_rise` m set, no candidate is promoted whose necessary disengagements/km
+(takeover/counterfactual.py: takeovers without which the policy would have failed) exceed (1 + m) times
+the incumbent's: the monitor's count mixes needed takeovers with false alarms, and a policy that drives
+further and crashes more when left alone can still win on score and disengagements/km.
 With `paired_confidence` c > 0 the change must also hold pair by pair (takeover/paired.py): the
 interval at confidence c of the DS change of C over I, over their shared (route, seed) episodes, lies
 above 0 (a higher score), or that of the DPK ratio C / I lies below 1 (an equal score). Thirty
@@ -41,6 +45,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -113,6 +118,9 @@ class PromotionConfig:
     paired_confidence: float = 0.0  # > 0: the gain must also hold at this confidence pair by pair; 0 = off
     # A higher score is refused when disengagements/km rise by more than this fraction (0.2 = 20 %); None = any
     max_disengagement_rise: float | None = None
+    # No candidate is promoted when its necessary disengagements/km (counterfactual replays, needs the
+    # loop's `counterfactuals`) rise by more than this fraction over the incumbent's (0 = any rise); None = off
+    max_necessary_rise: float | None = None
 
 
 def validate_eval_config(config: EvalConfig, where: str = "eval") -> None:
@@ -145,6 +153,10 @@ def validate_promotion_config(config: PromotionConfig, where: str = "promotion")
     if not 0.0 <= config.paired_confidence < 1.0:
         raise EvaluationError(
             f"{where}.paired_confidence={config.paired_confidence} must be in [0, 1) (0 = off, e.g. 0.8)"
+        )
+    if config.max_necessary_rise is not None and config.max_necessary_rise < 0:
+        raise EvaluationError(
+            f"{where}.max_necessary_rise={config.max_necessary_rise} must be >= 0 (0 = no rise at all), or null"
         )
 
 
@@ -979,10 +991,56 @@ class PromotionDecision:
     reason: str
 
 
+@dataclass(frozen=True)
+class NecessaryRates:
+    """Necessary disengagements/km (takeover/counterfactual.py) of a candidate and of the incumbent;
+    None where an evaluation drove no kilometre with takeovers."""
+
+    candidate: float | None
+    incumbent: float | None
+
+    @property
+    def rise(self) -> float | None:
+        """N_C / N_I - 1 (infinite when only the candidate has any); None when either is unmeasured."""
+        c, i = self.candidate, self.incumbent
+        if c is None or i is None:
+            return None
+        if i > 0:
+            return c / i - 1.0
+        return math.inf if c > 0 else 0.0
+
+
 def promotion_decision(
+    candidate: EvalResult,
+    incumbent: EvalResult | None,
+    config: PromotionConfig,
+    necessary: NecessaryRates | None = None,
+) -> PromotionDecision:
+    """The rule of the module docstring, with the reason in words: `score_decision`, then, with
+    `max_necessary_rise` set, the guard on the necessary-disengagement rates `necessary`."""
+    decision = score_decision(candidate, incumbent, config)
+    limit = config.max_necessary_rise
+    if not decision.promoted or incumbent is None or limit is None:
+        return decision
+    rise = necessary.rise if necessary is not None else None
+    if necessary is None or rise is None:
+        return PromotionDecision(
+            False,
+            f"{decision.reason}, but necessary disengagements/km were not measured for both (promotion."
+            "max_necessary_rise needs the loop's counterfactuals=true)",
+        )
+    rates = (
+        f"necessary disengagements/km {necessary.candidate:.2f} vs the incumbent's {necessary.incumbent:.2f}"
+    )
+    if rise > limit:
+        return PromotionDecision(False, f"{decision.reason}, but {rates} (a rise above {100 * limit:g} %)")
+    return PromotionDecision(True, f"{decision.reason}; {rates}")
+
+
+def score_decision(
     candidate: EvalResult, incumbent: EvalResult | None, config: PromotionConfig
 ) -> PromotionDecision:
-    """The rule of the module docstring, with the reason in words."""
+    """The promotion rule on the evaluations alone (scores, disengagements/km, the paired gate)."""
     validate_promotion_config(config)
     ds_c = candidate.driving_score
     if ds_c is None:
@@ -1067,9 +1125,14 @@ def _paired_clause(interval: Interval | None, name: str, shown: str, held: bool,
     )
 
 
-def should_promote(candidate: EvalResult, incumbent: EvalResult | None, config: PromotionConfig) -> bool:
+def should_promote(
+    candidate: EvalResult,
+    incumbent: EvalResult | None,
+    config: PromotionConfig,
+    necessary: NecessaryRates | None = None,
+) -> bool:
     """True when `candidate` should replace `incumbent` (module docstring); no incumbent: True."""
-    return promotion_decision(candidate, incumbent, config).promoted
+    return promotion_decision(candidate, incumbent, config, necessary).promoted
 
 
 __all__ = [
@@ -1083,6 +1146,7 @@ __all__ = [
     "EvalResult",
     "EvaluationError",
     "JobMapper",
+    "NecessaryRates",
     "PromotionConfig",
     "PromotionDecision",
     "RouteSummary",
@@ -1096,6 +1160,7 @@ __all__ = [
     "run_carla_batch",
     "run_episode_job",
     "run_sequentially",
+    "score_decision",
     "should_promote",
     "single_route_file",
     "stored_episodes",

@@ -1,7 +1,8 @@
 """One post-optimization iteration as resumable steps, and the loop over iterations (`takeover iterate`).
 
-    iteration 0 (bootstrap)  collect_demos -> bc -> evaluate -> promote          (policy v0)
-    iteration k >= 1         collect_takeovers -> dagger -> dpo [-> evaluate_dagger] -> evaluate -> promote
+    iteration 0 (bootstrap)  collect_demos -> bc -> evaluate [-> counterfactual] -> promote     (policy v0)
+    iteration k >= 1         collect_takeovers -> dagger -> dpo [-> evaluate_dagger] -> evaluate
+                             [-> counterfactual] -> promote
 
 collect_demos: the expert drives the training routes (phase "expert"); bc: behaviour cloning (v0);
 collect_takeovers: the incumbent drives the training routes with the shadow expert taking over (phase
@@ -17,6 +18,13 @@ then the DPO checkpoint unless DAgger's beats it by the promotion rule itself; D
 given round (README, session 14), and this keeps such a round from costing the iteration. Both
 checkpoints are judged on the held-out routes, like every promotion: the selection is one more
 comparison on the same routes, and the before/after numbers carry that (small) selection bias.
+
+With `counterfactuals: true`, the counterfactual step replays every takeover of the candidate's
+evaluation (and of the incumbent's, when its verdicts are not stored yet) with that takeover refused
+(takeover/counterfactual.py), and records the necessary disengagements per km of both. The iteration
+table shows them, and `promotion.max_necessary_rise` refuses a candidate whose rate rises more than
+that over the incumbent's: a policy that gains route progress and crashes more when left alone is
+not promoted. The replays cost about a third of an evaluation.
 
 Every finished step is logged in the database as a `training_rounds` row of kind "step" (name = the
 step, status completed or skipped, metrics, outputs in `config`, input and output checkpoints); a
@@ -58,6 +66,12 @@ from storage.models import Checkpoint, Iteration, TrainingRound
 from storage.records import CheckpointRecord, TrainingRoundRecord
 from takeover.bc import train_bc
 from takeover.collect import route_set_name
+from takeover.counterfactual import (
+    CounterfactualConfig,
+    Counterfactuals,
+    analyse_evaluation,
+    load_counterfactual_config,
+)
 from takeover.dagger import dagger_round
 from takeover.datasets import DatasetError
 from takeover.dpo import dpo_round
@@ -73,6 +87,7 @@ from takeover.evaluate import (
     EvalConfig,
     EvalResult,
     JobMapper,
+    NecessaryRates,
     PromotionConfig,
     disengagements_per_km,
     evaluate_checkpoint,
@@ -80,8 +95,10 @@ from takeover.evaluate import (
     promotion_decision,
     run_batch,
     run_carla_batch,
+    score_decision,
     single_route_file,
     stored_episodes,
+    stored_evaluation,
     torch_threads,
     validate_eval_config,
     validate_promotion_config,
@@ -116,13 +133,15 @@ class Step(StrEnum):
     DPO = "dpo"
     EVALUATE_DAGGER = "evaluate_dagger"
     EVALUATE = "evaluate"
+    COUNTERFACTUAL = "counterfactual"
     PROMOTE = "promote"
 
 
 STEP_NAMES = frozenset(s.value for s in Step)
-BOOTSTRAP_STEPS = (Step.COLLECT_DEMOS, Step.BC, Step.EVALUATE, Step.PROMOTE)
+BOOTSTRAP_STEPS = (Step.COLLECT_DEMOS, Step.BC, Step.EVALUATE, Step.COUNTERFACTUAL, Step.PROMOTE)
 ITERATION_STEPS = (
-    Step.COLLECT_TAKEOVERS, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.PROMOTE
+    Step.COLLECT_TAKEOVERS, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.COUNTERFACTUAL,
+    Step.PROMOTE,
 )  # fmt: skip
 EVAL_STEPS = (Step.EVALUATE, Step.EVALUATE_DAGGER)
 # evaluate_dagger stores its episodes under the evaluation phases + this suffix (eval_dagger, ...)
@@ -160,6 +179,11 @@ class IterationConfig:
     train_overrides: list[str] = field(default_factory=list)
     carla_overrides: list[str] = field(default_factory=list)  # conf/carla.yaml dotlist (backend carla)
     carla_managed: bool = True  # start the CARLA servers here; false = external servers
+    # Replay each takeover of the candidate's and the incumbent's evaluations with it refused: necessary
+    # disengagements/km (takeover/counterfactual.py) beside the monitor's; needed by
+    # promotion.max_necessary_rise; embedded backend only; about a third of an evaluation's time.
+    counterfactuals: bool = False
+    counterfactual_overrides: list[str] = field(default_factory=list)  # conf/counterfactual.yaml dotlist
     eval: EvalConfig = field(default_factory=EvalConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
@@ -246,6 +270,29 @@ def validate_iteration_config(config: IterationConfig, where: str = "iterate") -
         raise LoopError(f"{where}.torch_threads and {where}.train_torch_threads must be >= 0 (0 = torch's)")
     validate_eval_config(config.eval, f"{where}.eval")
     validate_promotion_config(config.promotion, f"{where}.promotion")
+    if config.promotion.max_necessary_rise is not None and not config.counterfactuals:
+        raise LoopError(
+            f"{where}.promotion.max_necessary_rise needs the necessary disengagements it compares: set "
+            f"{where}.counterfactuals=true, or max_necessary_rise=null"
+        )
+    if config.counterfactuals:
+        if config.backend != EMBEDDED:
+            raise LoopError(
+                f"{where}.counterfactuals needs the embedded backend (a CARLA server cannot replay an "
+                "episode tick for tick); set counterfactuals=false for backend carla"
+            )
+        if not config.eval.with_takeovers:
+            raise LoopError(
+                f"{where}.counterfactuals replays the evaluation's takeovers: set {where}.eval.with_takeovers=true"
+            )
+        _counterfactual_config(config)
+
+
+def _counterfactual_config(config: IterationConfig) -> CounterfactualConfig:
+    try:
+        return load_counterfactual_config(config.counterfactual_overrides)
+    except (TakeoverError, OmegaConfBaseException) as exc:
+        raise LoopError(f"iterate.counterfactual_overrides: {' '.join(str(exc).split())}") from None
 
 
 def _train_config(config: IterationConfig) -> TrainConfig:
@@ -557,6 +604,7 @@ class IterationResult:
     steps_resumed: tuple[str, ...]  # steps found done in the log and skipped
     use_dpo: bool
     select_candidate: bool = False  # the setting the iteration ran with
+    necessary_per_km: float | None = None  # the candidate's necessary disengagements/km (counterfactuals)
 
 
 @dataclass
@@ -925,6 +973,8 @@ def _bootstrap(ctx: _Context) -> IterationResult:
         return _evaluate_step(ctx, 0, v0)
 
     evaluation = _eval_of(ctx.step(0, Step.EVALUATE, evaluate, v0.sha256))
+    if config.counterfactuals:
+        ctx.step(0, Step.COUNTERFACTUAL, lambda: _counterfactual_step(ctx, evaluation, None), v0.sha256)
 
     def promote() -> StepOutcome:
         assert evaluation is not None
@@ -1008,19 +1058,26 @@ def _improve(ctx: _Context, iteration: int) -> IterationResult:
     selection = select_candidate(trained_eval, dagger_eval, config.promotion)
     candidate = dagger_record.checkpoint if selection.step == Step.EVALUATE_DAGGER else trained
     evaluation = dagger_eval if selection.step == Step.EVALUATE_DAGGER else trained_eval
+    incumbent_eval = candidate_evaluation(StepLog(ctx.store, ctx.run).records(incumbent_iteration))
+    necessary = None
+    if config.counterfactuals:
+        counterfactual = ctx.step(
+            iteration, Step.COUNTERFACTUAL, lambda: _counterfactual_step(ctx, evaluation, incumbent_eval),
+            candidate.sha256 if candidate else None,
+        )  # fmt: skip
+        necessary = necessary_rates(counterfactual)
 
     def promote() -> StepOutcome:
         if evaluation is None or candidate is None:
             reason = "no candidate was evaluated; the incumbent stays"
             promoted = False
         else:
-            incumbent_eval = candidate_evaluation(StepLog(ctx.store, ctx.run).records(incumbent_iteration))
             if incumbent_eval is None:
                 raise LoopError(
                     f"the incumbent of run {ctx.run!r} (iteration {incumbent_iteration}) has no stored "
                     "evaluation to compare with"
                 )
-            decision = promotion_decision(evaluation, incumbent_eval, config.promotion)
+            decision = promotion_decision(evaluation, incumbent_eval, config.promotion, necessary)
             promoted, reason = decision.promoted, decision.reason
         if selection.reason:
             reason = f"{selection.reason}; {reason}"
@@ -1051,12 +1108,59 @@ def select_candidate(
     """
     if trained is None or dagger is None:
         return Selection(Step.EVALUATE)
-    decision = promotion_decision(dagger, trained, config)
+    decision = score_decision(dagger, trained, config)  # the promotion's guard then judges the one selected
     if decision.promoted:
         return Selection(Step.EVALUATE_DAGGER, f"DAgger's checkpoint beat DAgger + DPO's ({decision.reason})")
     ds_d, ds_t = dagger.driving_score, trained.driving_score
     return Selection(
         Step.EVALUATE, f"DAgger + DPO's checkpoint kept over DAgger's (DS {fmt(ds_t)} vs {fmt(ds_d)})"
+    )
+
+
+def _counterfactual_step(
+    ctx: _Context, evaluation: EvalResult | None, incumbent: EvalResult | None
+) -> StepOutcome:
+    """Counterfactual verdicts of every takeover of the candidate's evaluation and the incumbent's (those
+    stored already are read back); metrics: `counterfactual_metrics` of each, the incumbent's prefixed
+    "incumbent_" (necessary_per_km, incumbent_necessary_per_km, ...)."""
+    if evaluation is None:
+        return StepOutcome(SKIPPED, outputs={"reason": "no candidate was evaluated: nothing to replay"})
+    config = ctx.config
+    settings = _counterfactual_config(config)
+    routes = load_route_set(config.eval.routes)
+    metrics: dict[str, float] = {}
+    outputs: dict[str, Any] = {}
+    for prefix, result in (("", evaluation), ("incumbent_", incumbent)):
+        if result is None:
+            continue
+        found = analyse_evaluation(
+            ctx.store, result, routes, settings, overrides=config.eval.overrides, maps_dirs=config.maps,
+            progress=ctx.progress,
+        )  # fmt: skip
+        metrics |= {f"{prefix}{k}": float(v) for k, v in counterfactual_metrics(found).items()}
+        outputs[prefix + "counterfactuals"] = found.to_json()
+    return StepOutcome(COMPLETED, metrics, outputs)
+
+
+def counterfactual_metrics(found: Counterfactuals) -> dict[str, float]:
+    """What the step log keeps of one evaluation's counterfactuals (necessary_per_km only when measured)."""
+    metrics = {
+        "takeovers": float(len(found.takeovers)),
+        "necessary": float(found.necessary),
+        "diverged": float(found.diverged),
+        "replayed": float(found.replayed),
+    }
+    if found.necessary_per_km is not None:
+        metrics["necessary_per_km"] = found.necessary_per_km
+    return metrics
+
+
+def necessary_rates(record: StepRecord | None) -> NecessaryRates | None:
+    """The candidate's and the incumbent's necessary disengagements/km from a counterfactual step."""
+    if record is None or record.status != COMPLETED:
+        return None
+    return NecessaryRates(
+        record.metrics.get("necessary_per_km"), record.metrics.get("incumbent_necessary_per_km")
     )
 
 
@@ -1115,6 +1219,9 @@ def read_iteration(
         steps_resumed=tuple(resumed),
         use_dpo=use_dpo,
         select_candidate=selects,
+        necessary_per_km=(
+            necessary_rates(records.get(Step.COUNTERFACTUAL)) or NecessaryRates(None, None)
+        ).candidate,
     )
 
 
@@ -1273,6 +1380,29 @@ def config_from_dict(data: Mapping[str, Any]) -> IterationConfig:
     return config
 
 
+def analyse_run(
+    store: Store,
+    run: str,
+    iteration: int,
+    *,
+    checkpoint: str | None = None,
+    routes: str = "builtin:eval",
+    config: CounterfactualConfig | None = None,
+    progress: bool = True,
+) -> Counterfactuals:
+    """`analyse_evaluation` (takeover/counterfactual.py) of the evaluation stored for `run` / `iteration`
+    on the route set `routes` (`checkpoint` names one when the iteration evaluated several), with the
+    settings the run's evaluations drove with (its stored loop settings, else conf/loop.yaml)."""
+    result = stored_evaluation(
+        store, run, iteration, route_set_name(routes), evaluation_phase_pairs(), checkpoint
+    )
+    protocol = stored_iteration_config(store, run) or load_iteration_config()
+    return analyse_evaluation(
+        store, result, load_route_set(routes), config, overrides=protocol.eval.overrides,
+        maps_dirs=protocol.maps, progress=progress,
+    )  # fmt: skip
+
+
 __all__ = [
     "BOOTSTRAP_STEPS",
     "ITERATION_STEPS",
@@ -1289,15 +1419,18 @@ __all__ = [
     "StepLog",
     "StepOutcome",
     "StepRecord",
+    "analyse_run",
     "changed_settings",
     "collect_episodes",
     "config_from_dict",
     "configure",
+    "counterfactual_metrics",
     "incumbent_before",
     "last_wins",
     "load_iteration_config",
     "load_loop_file",
     "load_run_config",
+    "necessary_rates",
     "next_iteration",
     "read_iteration",
     "read_loop",

@@ -71,6 +71,7 @@ class IterationRow:
     disengagements_per_km: float | None
     expert_share: float | None  # of the driving time with takeovers enabled
     promoted: bool
+    necessary_per_km: float | None  # counterfactual replays (the loop's `counterfactuals`), else None
     incumbent_driving_score: float | None  # the incumbent after the iteration
     incumbent_disengagements_per_km: float | None
     incumbent_disengagements_per_policy_km: float | None
@@ -97,6 +98,7 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
                 disengagements_per_km=ev.disengagements_per_km if ev else None,
                 expert_share=ev.expert_share if ev else None,
                 promoted=result.promoted,
+                necessary_per_km=result.necessary_per_km,
                 incumbent_driving_score=incumbent_eval.driving_score if incumbent_eval else None,
                 incumbent_disengagements_per_km=incumbent_eval.disengagements_per_km
                 if incumbent_eval
@@ -115,18 +117,27 @@ def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
     table = Table(
         title=title or f"run {loop.run} ({loop.method}): candidate on the held-out routes per iteration"
     )
-    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km", "expert %",
-                   "promoted", "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
+    rows = iteration_rows(loop)
+    necessary = _has_necessary(rows)
+    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km",
+                   *(["necessary/km"] if necessary else []), "expert %", "promoted", "incumbent DS",
+                   "incumbent dis/km", "why"):  # fmt: skip
         table.add_column(column, overflow="fold")
-    for row in iteration_rows(loop):
+    for row in rows:
         table.add_row(
             str(row.iteration), row.candidate, fmt(row.collected_takeovers_per_km, ".2f"),
             fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
-            _pct(row.success_rate),
-            fmt(row.disengagements_per_km, ".2f"), _pct(row.expert_share), "yes" if row.promoted else "no",
+            _pct(row.success_rate), fmt(row.disengagements_per_km, ".2f"),
+            *([fmt(row.necessary_per_km, ".2f")] if necessary else []),
+            _pct(row.expert_share), "yes" if row.promoted else "no",
             fmt(row.incumbent_driving_score), fmt(row.incumbent_disengagements_per_km, ".2f"), row.note,
         )  # fmt: skip
     return table
+
+
+def _has_necessary(rows: Sequence[IterationRow]) -> bool:
+    """Whether any iteration measured necessary disengagements (the column is shown only then)."""
+    return any(r.necessary_per_km is not None for r in rows)
 
 
 @dataclass(frozen=True)
@@ -687,11 +698,14 @@ def eval_markdown(store: Store, result: EvalResult, takeover_phase: str) -> str:
 
 def loop_markdown(loop: LoopResult) -> str:
     """The per-iteration table and v0 vs the final incumbent, as markdown."""
+    found = iteration_rows(loop)
+    necessary = _has_necessary(found)
     rows = [
         (r.iteration, r.candidate, fmt(r.collected_takeovers_per_km, ".2f"), fmt(r.driving_score),
          fmt(r.route_completion), fmt(r.infraction_penalty, ".3f"), fmt(r.disengagements_per_km, ".2f"),
+         *([fmt(r.necessary_per_km, ".2f")] if necessary else []),
          "yes" if r.promoted else "no", fmt(r.incumbent_driving_score), r.note.replace("|", "/"))
-        for r in iteration_rows(loop)
+        for r in found
     ]  # fmt: skip
     ba = before_after(loop)
     return "\n".join(
@@ -707,6 +721,7 @@ def loop_markdown(loop: LoopResult) -> str:
                     "RC %",
                     "IP",
                     "disengagements/km",
+                    *(["necessary disengagements/km"] if necessary else []),
                     "promoted",
                     "incumbent DS",
                     "why",
@@ -765,6 +780,7 @@ def iteration_json(result: IterationResult) -> dict[str, Any]:
         "rival_metrics": result.rival_evaluation.metrics() if result.rival_evaluation else {},
         "collect": result.collect,
         "training": result.training,
+        "necessary_per_km": result.necessary_per_km,  # counterfactual replays; None when not run
         "promoted": result.promoted,
         "reason": result.reason,
         "incumbent_after": result.incumbent_after.path,

@@ -11,9 +11,11 @@ from takeover.evaluate import (
     EpisodeScore,
     EvalResult,
     EvaluationError,
+    NecessaryRates,
     PromotionConfig,
     disengagements_per_km,
     promotion_decision,
+    score_decision,
     should_promote,
     validate_promotion_config,
 )
@@ -210,3 +212,55 @@ def test_a_higher_score_bought_with_more_disengagements_can_be_refused():
     assert should_promote(result([50.0], [6]), incumbent, PromotionConfig(max_disengagement_rise=0.2))
     with pytest.raises(EvaluationError, match="max_disengagement_rise"):
         validate_promotion_config(PromotionConfig(max_disengagement_rise=-0.1))
+
+
+GUARDED = PromotionConfig(max_necessary_rise=0.0)
+
+
+def test_a_higher_score_that_fails_more_often_when_left_alone_is_refused():
+    # given a candidate that beats the incumbent on score (DS 50 vs 40) and on disengagements/km (5 vs 25)
+    incumbent, candidate = result([40.0], [5]), result([50.0], [1])
+    assert should_promote(candidate, incumbent, PromotionConfig())
+    # when its necessary disengagements/km rise from 4.0 to 5.0 with no rise allowed
+    decision = promotion_decision(candidate, incumbent, GUARDED, NecessaryRates(5.0, 4.0))
+    # then it is refused, the rates in the reason
+    assert not decision.promoted
+    assert decision.reason == (
+        "DS 50.0 >= incumbent 40.0 + 1, but necessary disengagements/km 5.00 vs the incumbent's 4.00 "
+        "(a rise above 0 %)"
+    )
+    # and a 25 % rise passes a 30 % limit, while equal rates pass a limit of 0
+    assert should_promote(
+        candidate, incumbent, PromotionConfig(max_necessary_rise=0.3), NecessaryRates(5.0, 4.0)
+    )
+    kept = promotion_decision(candidate, incumbent, GUARDED, NecessaryRates(4.0, 4.0))
+    assert kept.promoted and kept.reason.endswith("necessary disengagements/km 4.00 vs the incumbent's 4.00")
+
+
+def test_the_necessary_guard_also_holds_on_an_equal_score():
+    # given equal scores and the candidate with half the disengagements/km (promoted on the tie rule) ...
+    incumbent, candidate = result([50.0], [4]), result([50.0], [2])
+    assert score_decision(candidate, incumbent, GUARDED).promoted
+    # ... but some necessary ones where the incumbent had none
+    decision = promotion_decision(candidate, incumbent, GUARDED, NecessaryRates(2.5, 0.0))
+    # then the rise is infinite and it is refused; none on either side is no rise
+    assert NecessaryRates(2.5, 0.0).rise == float("inf") and NecessaryRates(0.0, 0.0).rise == 0.0
+    assert (
+        not decision.promoted
+        and "necessary disengagements/km 2.50 vs the incumbent's 0.00" in decision.reason
+    )
+    assert should_promote(candidate, incumbent, GUARDED, NecessaryRates(0.0, 0.0))
+
+
+def test_the_necessary_guard_refuses_what_it_cannot_judge():
+    incumbent, candidate = result([40.0], [5]), result([50.0], [1])
+    # given the guard on, but no counterfactuals (or an evaluation without distance on one side)
+    for necessary in (None, NecessaryRates(None, 4.0), NecessaryRates(5.0, None)):
+        decision = promotion_decision(candidate, incumbent, GUARDED, necessary)
+        # then nothing is promoted, and the reason says what is missing
+        assert not decision.promoted and "were not measured for both" in decision.reason
+    # while a candidate the score refuses keeps the score's reason, and v0 needs no comparison
+    assert promotion_decision(result([30.0], [1]), incumbent, GUARDED).reason.startswith("DS 30.0 is below")
+    assert promotion_decision(candidate, None, GUARDED).promoted
+    with pytest.raises(EvaluationError, match="max_necessary_rise"):
+        validate_promotion_config(PromotionConfig(max_necessary_rise=-0.1))

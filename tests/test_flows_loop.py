@@ -120,7 +120,9 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
         "run": "nightly", "train_route_ids": ["1005"], "eval_route_ids": ["2002"], "seeds": [0],
         "concurrency": 1, "retries": 0, "db_url": db_url, "clip_root": clips,
         "config_overrides": ["collect_overrides={episode: [max_time_s=6]}",
-                             "eval.overrides={episode: [max_time_s=6,store_features=false]}"],
+                             "eval.overrides={episode: [max_time_s=6,store_features=false]}",
+                             "counterfactuals=true", "counterfactual_overrides=[horizon_s=2]",
+                             "promotion.max_necessary_rise=1.0"],
         "train_overrides": tiny_train_overrides(tmp_path / "runs"),
     }  # fmt: skip
     # given a first night: the bootstrap (v0) and iteration 1, whose DPO round crashes
@@ -135,7 +137,10 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     (one,) = result["iterations"]
     assert one["iteration"] == 1
     assert one["steps_resumed"] == ["collect_takeovers", "dagger"]
-    assert one["steps_run"] == ["dpo", "evaluate", "promote"]
+    assert one["steps_run"] == ["dpo", "evaluate", "counterfactual", "promote"]
+    # and the candidate's takeovers were replayed (v0's in the bootstrap) for the promotion's guard
+    assert one["necessary_per_km"] is not None
+    replayed = _rows(db_url, "SELECT COUNT(*) FROM counterfactuals")[0][0]
     # and the flow returns what `takeover iterate --json` prints for an iteration (one shared builder)
     assert one["rival"] is None and one["rival_metrics"] == {}  # no candidate selection configured
     assert one["incumbent_after"].endswith(".pt")
@@ -170,6 +175,7 @@ def test_nightly_iteration_runs_end_to_end_and_resumes_without_repeating_steps(
     v0, candidate = found["evaluations"]
     stored = _rows(db_url, "SELECT COUNT(*) FROM counterfactuals")[0][0]
     assert stored == v0["takeovers"] + candidate["takeovers"] > 0
+    assert stored == replayed  # the iteration's verdicts, under the same settings, were read back
     assert v0["diverged"] == candidate["diverged"] == 0 and "necessary_ratio" in found
     assert "takeovers | necessary | false alarms" in _artifact(artifact_key("counterfactual", "nightly", 1))
 

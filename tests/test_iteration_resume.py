@@ -6,6 +6,7 @@ cover them); the step log, the promotion and the iteration rows go through a rea
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from rich.console import Console
 from sqlalchemy import text
 
 import takeover.iteration as it
+from storage.records import CounterfactualRecord, TakeoverInfo
 from storage.store import Store
 from takeover.commands.iterate import _progress_line, loop_json
+from takeover.counterfactual import Counterfactuals
 from takeover.datasets import DatasetError
 from takeover.evaluate import EpisodeScore, EvalResult
 from takeover.iteration import (
@@ -62,6 +65,10 @@ class Fakes:
     calls: Counter[str] = field(default_factory=Counter)
     seeds: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # (mode, iteration) -> seeds
     eval_phases: dict[str, tuple[str, str]] = field(default_factory=dict)  # checkpoint -> storage phases
+    necessary: dict[str, int] = field(
+        default_factory=dict
+    )  # checkpoint -> necessary takeovers of its evaluation
+    replayed: list[str] = field(default_factory=list)  # checkpoints whose evaluations were analysed, in order
 
     def _maybe_fail(self, name: str) -> None:
         self.calls[name] += 1
@@ -114,11 +121,31 @@ class Fakes:
             run, iteration, str(checkpoint), sha, "builtin:eval", "embedded", (plain,), (taken,)
         )
 
+    def analyse_evaluation(self, store, result, routes, config, **kwargs) -> Counterfactuals:
+        """The first `necessary[checkpoint]` of the evaluation's takeovers were necessary."""
+        self._maybe_fail("counterfactual")
+        name = Path(result.checkpoint_path).stem
+        self.replayed.append(name)
+        episode = result.takeover_episodes[0]
+        takeovers = tuple(
+            TakeoverInfo(100 * episode.episode_id + k, episode.episode_id, k, 10 * k, float(k), 0.0, 0.0, None,
+                         1.0, "stuck", None, None, {}, "ego", [], [], None, None)
+            for k in range(episode.takeovers)
+        )  # fmt: skip
+        necessary = self.necessary.get(name, 0)
+        records = {
+            t.id: CounterfactualRecord(t.id, "d" * 64, config.horizon_s, "collision_vehicle" if t.seq < necessary
+                                       else "clear", t.seq < necessary, None, 5.0)
+            for t in takeovers
+        }  # fmt: skip
+        return Counterfactuals(result, takeovers, records, config, len(takeovers))
+
 
 @pytest.fixture
 def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
     f = Fakes(tmp_path / "ckpt")
-    for name in ("collect_episodes", "train_bc", "dagger_round", "dpo_round", "evaluate_checkpoint"):
+    for name in ("collect_episodes", "train_bc", "dagger_round", "dpo_round", "evaluate_checkpoint",
+                 "analyse_evaluation"):  # fmt: skip
         monkeypatch.setattr(it, name, getattr(f, name))
     return f
 
@@ -482,3 +509,73 @@ def test_a_single_value_has_no_spread():
     assert Spread((7.0,)).format(".1f") == "7.0"
     assert Spread((1.0, 3.0)).format(".1f") == "2.0 ± 1.4 [1.0, 3.0]"
     assert Spread((-1.0, 3.0)).format("+.1f") == "+1.0 ± 2.8 [-1.0, +3.0]"
+
+
+def guarded(config: IterationConfig, max_rise: float | None = 0.0) -> IterationConfig:
+    new = copy.deepcopy(config)
+    new.counterfactuals = True
+    new.promotion.max_necessary_rise = max_rise
+    it.validate_iteration_config(new)
+    return new
+
+
+def test_a_candidate_that_fails_more_often_when_left_alone_is_not_promoted(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given scores rising 10 -> 30 -> 50 with 9, 7, 5 takeovers on 200 m, of which 1, 1 and 3 were necessary
+    fakes.ds = {"bc": 10.0, "dpo-1": 30.0, "dpo-2": 50.0}
+    fakes.necessary = {"bc": 1, "dpo-1": 1, "dpo-2": 3}
+    # when two iterations run with counterfactuals and no rise of the necessary rate allowed
+    loop = run_loop("g", 2, guarded(config), store)
+    v0, one, two = loop.iterations
+    # then every iteration replays its candidate's takeovers (and the incumbent's), before promoting
+    assert v0.steps_run == ("collect_demos", "bc", "evaluate", "counterfactual", "promote")
+    assert fakes.replayed == ["bc", "dpo-1", "bc", "dpo-2", "dpo-1"]
+    assert [r.necessary_per_km for r in loop.iterations] == [pytest.approx(5.0), pytest.approx(5.0),
+                                                            pytest.approx(15.0)]  # fmt: skip
+    # and iteration 1 (5.0 vs 5.0 per km) is promoted, iteration 2 (15.0 vs 5.0) not, despite DS 50 > 30
+    assert one.promoted and "necessary disengagements/km 5.00 vs the incumbent's 5.00" in one.reason
+    assert not two.promoted and "but necessary disengagements/km 15.00 vs the incumbent's 5.00" in two.reason
+    assert two.incumbent_after.path.endswith("dpo-1.pt")
+    # and the per-iteration table and the markdown show the rate; the JSON carries it
+    out = Console(record=True, width=300)
+    out.print(iteration_table(loop))
+    shown = out.export_text()
+    assert "necessary/km" in shown and "15.00" in shown
+    assert "necessary disengagements/km" in loop_markdown(loop)
+    assert loop_json(loop)["iterations"][2]["necessary_per_km"] == pytest.approx(15.0)
+
+
+def test_a_crash_in_the_replays_resumes_without_evaluating_again(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given v0 and an iteration whose counterfactual step crashes
+    config = guarded(config, max_rise=None)
+    fakes.ds = {"bc": 10.0, "dpo-1": 30.0}
+    run_iteration("c", 0, config, store)
+    fakes.fail_once = {"counterfactual"}
+    with pytest.raises(RuntimeError, match="injected crash in counterfactual"):
+        run_iteration("c", 1, config, store)
+    # when it runs again, the evaluation is read back and the replays and the promotion run
+    result = run_iteration("c", 1, config, store)
+    assert result.steps_resumed == ("collect_takeovers", "dagger", "dpo", "evaluate")
+    assert result.steps_run == ("counterfactual", "promote")
+    assert fakes.calls["evaluate"] == 2 and result.promoted  # the guard is off: measured only
+
+
+def test_counterfactual_settings_are_checked_before_anything_runs(config: IterationConfig):
+    # given the guard without the replays it compares
+    wrong = copy.deepcopy(config)
+    wrong.promotion.max_necessary_rise = 0.0
+    with pytest.raises(LoopError, match="needs the necessary disengagements it compares"):
+        it.validate_iteration_config(wrong)
+    # given replays on a CARLA server, which cannot replay an episode tick for tick
+    with pytest.raises(LoopError, match="needs the embedded backend"):
+        configure(guarded(config, None), backend="carla")
+    # given replay settings that do not exist
+    odd = guarded(config, None)
+    odd.counterfactual_overrides = ["horizon=8"]
+    with pytest.raises(
+        LoopError, match="counterfactual_overrides: Key 'horizon' not in 'CounterfactualConfig'"
+    ):
+        it.validate_iteration_config(odd)

@@ -23,13 +23,13 @@ from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.counterfactual import (
     REASON_COLUMNS,
     Counterfactuals,
-    analyse_run,
     counterfactuals_json,
     load_counterfactual_config,
     necessary_ratio,
     ratio_text,
     reason_cells,
 )
+from takeover.iteration import analyse_run
 from takeover.text import fmt
 
 
