@@ -285,14 +285,14 @@ def validate_iteration_config(config: IterationConfig, where: str = "iterate") -
             raise LoopError(
                 f"{where}.counterfactuals replays the evaluation's takeovers: set {where}.eval.with_takeovers=true"
             )
-        _counterfactual_config(config)
+        _counterfactual_config(config, where)
 
 
-def _counterfactual_config(config: IterationConfig) -> CounterfactualConfig:
+def _counterfactual_config(config: IterationConfig, where: str = "iterate") -> CounterfactualConfig:
     try:
         return load_counterfactual_config(config.counterfactual_overrides)
     except (TakeoverError, OmegaConfBaseException) as exc:
-        raise LoopError(f"iterate.counterfactual_overrides: {' '.join(str(exc).split())}") from None
+        raise LoopError(f"{where}.counterfactual_overrides: {' '.join(str(exc).split())}") from None
 
 
 def _train_config(config: IterationConfig) -> TrainConfig:
@@ -1125,18 +1125,15 @@ def _counterfactual_step(
     "incumbent_" (necessary_per_km, incumbent_necessary_per_km, ...)."""
     if evaluation is None:
         return StepOutcome(SKIPPED, outputs={"reason": "no candidate was evaluated: nothing to replay"})
-    config = ctx.config
-    settings = _counterfactual_config(config)
-    routes = load_route_set(config.eval.routes)
+    settings = _counterfactual_config(ctx.config)
     metrics: dict[str, float] = {}
     outputs: dict[str, Any] = {}
     for prefix, result in (("", evaluation), ("incumbent_", incumbent)):
         if result is None:
             continue
-        found = analyse_evaluation(
-            ctx.store, result, routes, settings, overrides=config.eval.overrides, maps_dirs=config.maps,
-            progress=ctx.progress,
-        )  # fmt: skip
+        found = analyse_on_protocol(
+            ctx.store, result, ctx.config, ctx.config.eval.routes, settings, progress=ctx.progress
+        )
         metrics |= {f"{prefix}{k}": float(v) for k, v in counterfactual_metrics(found).items()}
         outputs[prefix + "counterfactuals"] = found.to_json()
     return StepOutcome(COMPLETED, metrics, outputs)
@@ -1201,6 +1198,7 @@ def read_iteration(
         ).scalar_one_or_none()
     stored = stored or {}
     use_dpo = bool((stored.get("comparable") or {}).get("use_dpo", True))
+    necessary = necessary_rates(records.get(Step.COUNTERFACTUAL))
     selects = bool((stored.get("loop") or {}).get("select_candidate", False))
     return IterationResult(
         run=run,
@@ -1219,9 +1217,7 @@ def read_iteration(
         steps_resumed=tuple(resumed),
         use_dpo=use_dpo,
         select_candidate=selects,
-        necessary_per_km=(
-            necessary_rates(records.get(Step.COUNTERFACTUAL)) or NecessaryRates(None, None)
-        ).candidate,
+        necessary_per_km=necessary.candidate if necessary is not None else None,
     )
 
 
@@ -1397,6 +1393,20 @@ def analyse_run(
         store, run, iteration, route_set_name(routes), evaluation_phase_pairs(), checkpoint
     )
     protocol = stored_iteration_config(store, run) or load_iteration_config()
+    return analyse_on_protocol(store, result, protocol, routes, config, progress=progress)
+
+
+def analyse_on_protocol(
+    store: Store,
+    result: EvalResult,
+    protocol: IterationConfig,
+    routes: str,
+    config: CounterfactualConfig | None = None,
+    *,
+    progress: bool = True,
+) -> Counterfactuals:
+    """`analyse_evaluation` of `result`, evaluated on the route set `routes` with the episode settings
+    and map folders of the loop settings `protocol` (the replays must drive as the evaluation did)."""
     return analyse_evaluation(
         store, result, load_route_set(routes), config, overrides=protocol.eval.overrides,
         maps_dirs=protocol.maps, progress=progress,
@@ -1419,6 +1429,7 @@ __all__ = [
     "StepLog",
     "StepOutcome",
     "StepRecord",
+    "analyse_on_protocol",
     "analyse_run",
     "changed_settings",
     "collect_episodes",
