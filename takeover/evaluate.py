@@ -31,7 +31,11 @@ score alone would promote a policy that drives further and needs the expert more
 With `max_necessary_rise` m set, no candidate is promoted whose necessary disengagements/km
 (takeover/counterfactual.py: takeovers without which the policy would have failed) exceed (1 + m) times
 the incumbent's: the monitor's count mixes needed takeovers with false alarms, and a policy that drives
-further and crashes more when left alone can still win on score and disengagements/km.
+further and crashes more when left alone can still win on score and disengagements/km. With
+`necessary_confidence` c > 0 as well, the guard refuses only a rise shown pair by pair: the paired
+interval at confidence c of the ratio N_C / N_I (takeover/counterfactual.py's `necessary_ratio`) lies
+wholly above 1 + m. Thirty episodes give intervals of about x 0.6-2, so the point rule refuses many
+candidates on noise; the paired rule refuses fewer, and only on evidence.
 With `paired_confidence` c > 0 the change must also hold pair by pair (takeover/paired.py): the
 interval at confidence c of the DS change of C over I, over their shared (route, seed) episodes, lies
 above 0 (a higher score), or that of the DPK ratio C / I lies below 1 (an equal score). Thirty
@@ -121,6 +125,9 @@ class PromotionConfig:
     # No candidate is promoted when its necessary disengagements/km (counterfactual replays, needs the
     # loop's `counterfactuals`) rise by more than this fraction over the incumbent's (0 = any rise); None = off
     max_necessary_rise: float | None = None
+    # > 0 (e.g. 0.8): that guard refuses only when the paired interval of the necessary-rate ratio at this
+    # confidence lies wholly above 1 + max_necessary_rise; 0 = the point rates decide
+    necessary_confidence: float = 0.0
 
 
 def validate_eval_config(config: EvalConfig, where: str = "eval") -> None:
@@ -157,6 +164,15 @@ def validate_promotion_config(config: PromotionConfig, where: str = "promotion")
     if config.max_necessary_rise is not None and config.max_necessary_rise < 0:
         raise EvaluationError(
             f"{where}.max_necessary_rise={config.max_necessary_rise} must be >= 0 (0 = no rise at all), or null"
+        )
+    if not 0.0 <= config.necessary_confidence < 1.0:
+        raise EvaluationError(
+            f"{where}.necessary_confidence={config.necessary_confidence} must be in [0, 1) (0 = off, e.g. 0.8)"
+        )
+    if config.necessary_confidence > 0 and config.max_necessary_rise is None:
+        raise EvaluationError(
+            f"{where}.necessary_confidence={config.necessary_confidence} sets how sure the necessary-rate "
+            f"guard must be, which is off: set {where}.max_necessary_rise (e.g. 0.0), or necessary_confidence=0"
         )
 
 
@@ -994,10 +1010,12 @@ class PromotionDecision:
 @dataclass(frozen=True)
 class NecessaryRates:
     """Necessary disengagements/km (takeover/counterfactual.py) of a candidate and of the incumbent;
-    None where an evaluation drove no kilometre with takeovers."""
+    None where an evaluation drove no kilometre with takeovers. `ratio`: candidate over incumbent, pair
+    by pair, with its paired interval (None when not computed or no (route, seed) pair defines it)."""
 
     candidate: float | None
     incumbent: float | None
+    ratio: Interval | None = None
 
     @property
     def rise(self) -> float | None:
@@ -1032,9 +1050,32 @@ def promotion_decision(
     rates = (
         f"necessary disengagements/km {necessary.candidate:.2f} vs the incumbent's {necessary.incumbent:.2f}"
     )
+    if config.necessary_confidence > 0:
+        return _paired_necessary_decision(
+            decision, necessary.ratio, rates, limit, config.necessary_confidence
+        )
     if rise > limit:
         return PromotionDecision(False, f"{decision.reason}, but {rates} (a rise above {100 * limit:g} %)")
     return PromotionDecision(True, f"{decision.reason}; {rates}")
+
+
+def _paired_necessary_decision(
+    decision: PromotionDecision, ratio: Interval | None, rates: str, limit: float, confidence: float
+) -> PromotionDecision:
+    """The guard's paired rule: refuse when the interval of N_C / N_I lies wholly above 1 + limit."""
+    if ratio is None or abs(ratio.confidence - confidence) > 1e-9:
+        have = "none" if ratio is None else f"one at {100 * ratio.confidence:g} %"
+        return PromotionDecision(
+            False,
+            f"{decision.reason}, but {rates} and no paired {100 * confidence:g} % interval of their ratio "
+            f"({have}; the counterfactual step computes it with promotion.necessary_confidence set)",
+        )
+    shown = f"the paired {100 * confidence:g} % interval of their ratio, x {ratio.estimate:.2f} {ratio.bounds('.2f')}"
+    if ratio.low > 1.0 + limit:
+        return PromotionDecision(
+            False, f"{decision.reason}, but {rates}: {shown}, lies above {1.0 + limit:g}"
+        )
+    return PromotionDecision(True, f"{decision.reason}; {rates}: {shown}, does not lie above {1.0 + limit:g}")
 
 
 def score_decision(

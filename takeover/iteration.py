@@ -71,6 +71,7 @@ from takeover.counterfactual import (
     Counterfactuals,
     analyse_evaluation,
     load_counterfactual_config,
+    necessary_ratio,
 )
 from takeover.dagger import dagger_round
 from takeover.datasets import DatasetError
@@ -103,6 +104,7 @@ from takeover.evaluate import (
     validate_eval_config,
     validate_promotion_config,
 )
+from takeover.paired import Interval, load_paired_config
 from takeover.text import fmt
 from takeover.training import TrainResult, config_dict
 
@@ -605,6 +607,7 @@ class IterationResult:
     use_dpo: bool
     select_candidate: bool = False  # the setting the iteration ran with
     necessary_per_km: float | None = None  # the candidate's necessary disengagements/km (counterfactuals)
+    necessary_ratio: Interval | None = None  # ... over the incumbent's, pair by pair
 
 
 @dataclass
@@ -1122,21 +1125,52 @@ def _counterfactual_step(
 ) -> StepOutcome:
     """Counterfactual verdicts of every takeover of the candidate's evaluation and the incumbent's (those
     stored already are read back); metrics: `counterfactual_metrics` of each, the incumbent's prefixed
-    "incumbent_" (necessary_per_km, incumbent_necessary_per_km, ...)."""
+    "incumbent_" (necessary_per_km, incumbent_necessary_per_km, ...), and the paired ratio of the two
+    rates (`ratio_metrics`) at promotion.necessary_confidence (conf/paired.yaml's when that is off)."""
     if evaluation is None:
         return StepOutcome(SKIPPED, outputs={"reason": "no candidate was evaluated: nothing to replay"})
     settings = _counterfactual_config(ctx.config)
     metrics: dict[str, float] = {}
     outputs: dict[str, Any] = {}
+    found: dict[str, Counterfactuals] = {}
     for prefix, result in (("", evaluation), ("incumbent_", incumbent)):
         if result is None:
             continue
-        found = analyse_on_protocol(
+        found[prefix] = analyse_on_protocol(
             ctx.store, result, ctx.config, ctx.config.eval.routes, settings, progress=ctx.progress
         )
-        metrics |= {f"{prefix}{k}": float(v) for k, v in counterfactual_metrics(found).items()}
-        outputs[prefix + "counterfactuals"] = found.to_json()
+        metrics |= {f"{prefix}{k}": float(v) for k, v in counterfactual_metrics(found[prefix]).items()}
+        outputs[prefix + "counterfactuals"] = found[prefix].to_json()
+    if len(found) == 2:
+        confidence = ctx.config.promotion.necessary_confidence
+        paired = load_paired_config([f"confidence={confidence}"] if confidence > 0 else [])
+        metrics |= ratio_metrics(necessary_ratio(found["incumbent_"], found[""], paired))
     return StepOutcome(COMPLETED, metrics, outputs)
+
+
+RATIO_KEY = "necessary_ratio"
+
+
+def ratio_metrics(ratio: Interval | None) -> dict[str, float]:
+    """The step log's form of the paired necessary-rate ratio (nothing when no pair defines it)."""
+    if ratio is None:
+        return {}
+    return {
+        RATIO_KEY: ratio.estimate, f"{RATIO_KEY}_low": ratio.low, f"{RATIO_KEY}_high": ratio.high,
+        f"{RATIO_KEY}_confidence": ratio.confidence, f"{RATIO_KEY}_pairs": float(ratio.pairs),
+        f"{RATIO_KEY}_unpaired": float(ratio.unpaired),
+    }  # fmt: skip
+
+
+def ratio_from_metrics(metrics: Mapping[str, float]) -> Interval | None:
+    """`ratio_metrics` read back (None for a step logged without it)."""
+    if RATIO_KEY not in metrics:
+        return None
+    m = metrics
+    return Interval(
+        m[RATIO_KEY], m[f"{RATIO_KEY}_low"], m[f"{RATIO_KEY}_high"], m[f"{RATIO_KEY}_confidence"],
+        int(m[f"{RATIO_KEY}_pairs"]), int(m[f"{RATIO_KEY}_unpaired"]),
+    )  # fmt: skip
 
 
 def counterfactual_metrics(found: Counterfactuals) -> dict[str, float]:
@@ -1157,7 +1191,9 @@ def necessary_rates(record: StepRecord | None) -> NecessaryRates | None:
     if record is None or record.status != COMPLETED:
         return None
     return NecessaryRates(
-        record.metrics.get("necessary_per_km"), record.metrics.get("incumbent_necessary_per_km")
+        record.metrics.get("necessary_per_km"),
+        record.metrics.get("incumbent_necessary_per_km"),
+        ratio_from_metrics(record.metrics),
     )
 
 
@@ -1218,6 +1254,7 @@ def read_iteration(
         use_dpo=use_dpo,
         select_candidate=selects,
         necessary_per_km=necessary.candidate if necessary is not None else None,
+        necessary_ratio=necessary.ratio if necessary is not None else None,
     )
 
 

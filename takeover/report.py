@@ -34,6 +34,7 @@ from takeover.paired import (
     comparison_json,
     evaluation_intervals,
     interval_cell,
+    interval_json,
     load_paired_config,
 )
 from takeover.text import MISSING, fmt
@@ -781,6 +782,7 @@ def iteration_json(result: IterationResult) -> dict[str, Any]:
         "collect": result.collect,
         "training": result.training,
         "necessary_per_km": result.necessary_per_km,  # counterfactual replays; None when not run
+        "necessary_ratio": interval_json(result.necessary_ratio),  # ... over the incumbent's, paired
         "promoted": result.promoted,
         "reason": result.reason,
         "incumbent_after": result.incumbent_after.path,

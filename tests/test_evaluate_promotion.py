@@ -19,6 +19,7 @@ from takeover.evaluate import (
     should_promote,
     validate_promotion_config,
 )
+from takeover.paired import Interval
 
 SHA = "c" * 64
 
@@ -264,3 +265,48 @@ def test_the_necessary_guard_refuses_what_it_cannot_judge():
     assert promotion_decision(candidate, None, GUARDED).promoted
     with pytest.raises(EvaluationError, match="max_necessary_rise"):
         validate_promotion_config(PromotionConfig(max_necessary_rise=-0.1))
+
+
+PAIRED_GUARD = PromotionConfig(max_necessary_rise=0.0, necessary_confidence=0.8)
+
+
+def interval(estimate: float, low: float, high: float, confidence: float = 0.8) -> Interval:
+    return Interval(estimate, low, high, confidence, pairs=30, unpaired=0)
+
+
+def test_the_paired_guard_refuses_only_a_rise_the_interval_shows():
+    incumbent, candidate = result([40.0], [5]), result([50.0], [1])
+    # given necessary rates 5.0 vs 4.0, which the point guard refuses
+    assert not should_promote(candidate, incumbent, GUARDED, NecessaryRates(5.0, 4.0))
+    # when the paired 80 % interval of their ratio still reaches below 1
+    noisy = NecessaryRates(5.0, 4.0, interval(1.25, 0.9, 1.8))
+    decision = promotion_decision(candidate, incumbent, PAIRED_GUARD, noisy)
+    # then the paired guard promotes, and says why
+    assert decision.promoted
+    assert decision.reason == (
+        "DS 50.0 >= incumbent 40.0 + 1; necessary disengagements/km 5.00 vs the incumbent's 4.00: the "
+        "paired 80 % interval of their ratio, x 1.25 [0.90, 1.80], does not lie above 1"
+    )
+    # while an interval wholly above 1 (or above 1 + m) refuses it
+    shown = NecessaryRates(5.0, 4.0, interval(1.25, 1.05, 1.6))
+    refused = promotion_decision(candidate, incumbent, PAIRED_GUARD, shown)
+    assert not refused.promoted and refused.reason.endswith("x 1.25 [1.05, 1.60], lies above 1")
+    assert should_promote(candidate, incumbent, replace(PAIRED_GUARD, max_necessary_rise=0.1), shown)
+
+
+def test_the_paired_guard_refuses_without_an_interval_at_its_confidence():
+    incumbent, candidate = result([40.0], [5]), result([50.0], [1])
+    # given rates without a paired ratio, or one at another confidence than the guard's
+    for ratio, have in ((None, "none"), (interval(1.0, 0.5, 1.5, confidence=0.95), "one at 95 %")):
+        decision = promotion_decision(candidate, incumbent, PAIRED_GUARD, NecessaryRates(4.0, 4.0, ratio))
+        # then nothing is promoted, and the reason says which interval is missing
+        assert not decision.promoted and f"no paired 80 % interval of their ratio ({have};" in decision.reason
+
+
+def test_the_paired_guard_needs_the_guard_and_a_confidence_below_one():
+    with pytest.raises(
+        EvaluationError, match=r"necessary_confidence=0.8 .* set promotion.max_necessary_rise"
+    ):
+        validate_promotion_config(PromotionConfig(necessary_confidence=0.8))
+    with pytest.raises(EvaluationError, match=r"necessary_confidence=1.0 must be in \[0, 1\)"):
+        validate_promotion_config(replace(PAIRED_GUARD, necessary_confidence=1.0))

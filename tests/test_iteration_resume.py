@@ -546,6 +546,28 @@ def test_a_candidate_that_fails_more_often_when_left_alone_is_not_promoted(
     assert loop_json(loop)["iterations"][2]["necessary_per_km"] == pytest.approx(15.0)
 
 
+def test_the_paired_guard_judges_the_ratio_the_replays_log(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given the rates of the test above (5, 5, then 15 necessary/km on one shared (route, seed) pair)
+    fakes.ds = {"bc": 10.0, "dpo-1": 30.0, "dpo-2": 50.0}
+    fakes.necessary = {"bc": 1, "dpo-1": 1, "dpo-2": 3}
+    # when the guard judges the paired 80 % interval of the ratio instead of the point rates
+    paired = guarded(config)
+    paired.promotion.necessary_confidence = 0.8
+    loop = run_loop("p", 2, paired, store)
+    v0, one, two = loop.iterations
+    # then each counterfactual step logged the ratio at that confidence (v0 has nothing to compare with)
+    assert v0.necessary_ratio is None
+    assert (one.necessary_ratio.estimate, one.necessary_ratio.confidence, one.necessary_ratio.pairs) == (
+        pytest.approx(1.0), pytest.approx(0.8), 1,
+    )  # fmt: skip
+    # and iteration 1's ratio of 1 does not lie above 1, iteration 2's of 3 does
+    assert one.promoted and "x 1.00 [1.00, 1.00], does not lie above 1" in one.reason
+    assert not two.promoted and "x 3.00 [3.00, 3.00], lies above 1" in two.reason
+    assert loop_json(loop)["iterations"][2]["necessary_ratio"]["estimate"] == pytest.approx(3.0)
+
+
 def test_a_crash_in_the_replays_resumes_without_evaluating_again(
     fakes: Fakes, store: Store, config: IterationConfig
 ):
