@@ -461,7 +461,8 @@ def eval_table(result: EvalResult) -> Table:
 
 def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopResult] = ()) -> Path:
     """Driving score and disengagements per km of each iteration's candidate (markers) and of the
-    incumbent after it (line), for `loop` and any `others` (ablation arms); saved as a PNG."""
+    incumbent after it (line), for `loop` and any `others` (ablation arms), with the candidates'
+    necessary disengagements per km (crosses) where counterfactuals were run; saved as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -487,6 +488,9 @@ def plot_iterations(loop: LoopResult, path: str | Path, others: Sequence[LoopRes
         ax_dpk.errorbar(ks, _values([r.disengagements_per_km for r in rows]),
                         yerr=_error_bars([s.disengagements_per_km if s else None for s in spreads]), fmt="o",
                         capsize=3, color=line.get_color(), label=f"{label} candidate")  # fmt: skip
+        if _has_necessary(rows):  # the counterfactual share of those disengagements, beside them
+            ax_dpk.plot(ks, _values([r.necessary_per_km for r in rows]), "x--", color=line.get_color(),
+                        label=f"{label} necessary (counterfactual)")  # fmt: skip
     caption = (
         f"bars: {100 * spread_config.confidence:g} % bootstrap interval of each evaluation over its episodes"
     )

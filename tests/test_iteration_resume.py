@@ -520,7 +520,7 @@ def guarded(config: IterationConfig, max_rise: float | None = 0.0) -> IterationC
 
 
 def test_a_candidate_that_fails_more_often_when_left_alone_is_not_promoted(
-    fakes: Fakes, store: Store, config: IterationConfig
+    fakes: Fakes, store: Store, config: IterationConfig, tmp_path: Path
 ):
     # given scores rising 10 -> 30 -> 50 with 9, 7, 5 takeovers on 200 m, of which 1, 1 and 3 were necessary
     fakes.ds = {"bc": 10.0, "dpo-1": 30.0, "dpo-2": 50.0}
@@ -544,6 +544,7 @@ def test_a_candidate_that_fails_more_often_when_left_alone_is_not_promoted(
     assert "necessary/km" in shown and "15.00" in shown
     assert "necessary disengagements/km" in loop_markdown(loop)
     assert loop_json(loop)["iterations"][2]["necessary_per_km"] == pytest.approx(15.0)
+    assert plot_iterations(loop, tmp_path / "guarded.png").stat().st_size > 0  # with the necessary crosses
 
 
 def test_the_paired_guard_judges_the_ratio_the_replays_log(
