@@ -245,6 +245,21 @@ class ReasonCount:
 
 
 @dataclass(frozen=True)
+class ScenarioCount:
+    """One scenario type's takeovers: how many were necessary, of which kinds, and per km."""
+
+    scenario: str
+    takeovers: int
+    necessary: int  # diverged ones included
+    distance_km: float  # of that scenario's takeover episodes
+    outcomes: dict[str, int]  # the necessary ones by outcome (an infraction kind, standing, diverged)
+
+    @property
+    def necessary_per_km(self) -> float | None:
+        return self.necessary / self.distance_km if self.distance_km > 0 else None
+
+
+@dataclass(frozen=True)
 class Counterfactuals:
     """Every takeover of one evaluation (its takeover episodes) with its counterfactual verdict."""
 
@@ -279,6 +294,21 @@ class Counterfactuals:
             ))  # fmt: skip
         return rows
 
+    def by_scenario(self) -> list[ScenarioCount]:
+        """Per scenario type of the routes, most necessary first: where the policy fails when left alone."""
+        scenario = {e.episode_id: e.scenario_type for e in self.result.takeover_episodes}
+        metres: Counter[str] = Counter()
+        for e in self.result.takeover_episodes:
+            metres[e.scenario_type] += e.distance_m
+        rows = []
+        for name in metres:
+            mine = [t for t in self.takeovers if scenario[t.episode_id] == name]
+            needed = Counter(self.records[t.id].outcome for t in mine if self.is_necessary(t))
+            rows.append(ScenarioCount(
+                name, len(mine), sum(needed.values()), metres[name] / 1000.0, dict(needed.most_common()),
+            ))  # fmt: skip
+        return sorted(rows, key=lambda r: (-r.necessary, r.scenario))
+
     def overall(self) -> ReasonCount:
         """All reasons together, as one row."""
         return ReasonCount("all", len(self.takeovers), self.necessary, self.diverged)
@@ -307,6 +337,7 @@ class Counterfactuals:
             "disengagements_per_km": self.result.disengagements_per_km,
             "necessary_per_km": self.necessary_per_km,
             "by_reason": [asdict(r) | {"precision": r.precision} for r in self.by_reason()],
+            "by_scenario": [asdict(r) | {"necessary_per_km": r.necessary_per_km} for r in self.by_scenario()],
             "outcomes": self.outcomes(),
         }
 
@@ -369,12 +400,19 @@ def analyse_evaluation(
 
 
 REASON_COLUMNS = ("reason", "takeovers", "necessary", "false alarms", "precision")
+SCENARIO_COLUMNS = ("scenario", "takeovers", "necessary", "necessary/km", "necessary by outcome")
 
 
 def reason_cells(row: ReasonCount) -> list[str]:
     """One reason's cells under REASON_COLUMNS (the CLI's table and the flow's markdown)."""
     precision = MISSING if row.precision is None else f"{100 * row.precision:.0f} %"
     return [row.reason, str(row.takeovers), str(row.necessary), str(row.takeovers - row.necessary), precision]
+
+
+def scenario_cells(row: ScenarioCount) -> list[str]:
+    """One scenario type's cells under SCENARIO_COLUMNS."""
+    kinds = ", ".join(f"{kind} {n}" for kind, n in row.outcomes.items()) or MISSING
+    return [row.scenario, str(row.takeovers), str(row.necessary), fmt(row.necessary_per_km, ".2f"), kinds]
 
 
 def evaluation_title(found: Counterfactuals) -> str:
@@ -387,7 +425,9 @@ def counterfactual_markdown(found: Sequence[Counterfactuals], ratio: Interval | 
     lines = []
     for f in found:
         rows = [reason_cells(row) for row in [*f.by_reason(), f.overall()]]
+        scenarios = [scenario_cells(row) for row in f.by_scenario()]
         lines += [f"### {evaluation_title(f)}", "", markdown_table(REASON_COLUMNS, rows), "",
+                  markdown_table(SCENARIO_COLUMNS, scenarios), "",
                   f"Disengagements/km {fmt(f.result.disengagements_per_km, '.2f')}, necessary/km "
                   f"{fmt(f.necessary_per_km, '.2f')}; diverged replays: {f.diverged}.", ""]  # fmt: skip
     if len(found) == 2:

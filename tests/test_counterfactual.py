@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ from takeover.counterfactual import (
     Counterfactuals,
     analyse_evaluation,
     config_digest,
+    counterfactual_markdown,
     judge,
     load_counterfactual_config,
     necessary_ratio,
@@ -145,6 +147,25 @@ def test_the_necessary_rate_ratio_is_paired_and_counts_diverged_replays_as_neces
     assert 0.0 <= ratio.low <= ratio.estimate <= ratio.high <= 0.5
     rows = {r.reason: r for r in before.by_reason()}
     assert rows["plan_deviation"].takeovers == 4 and rows["plan_deviation"].precision == pytest.approx(0.75)
+
+
+def test_necessary_takeovers_are_broken_down_by_scenario_type():
+    # given two Accident episodes (1 km each: 2 of 3 takeovers necessary, one of them a diverged replay)
+    # and an InvadingTurn episode (0.5 km: its one takeover a false alarm)
+    scores = [replace(_score(1, "a", 1000.0, 2), scenario_type="Accident"),
+              replace(_score(2, "a", 1000.0, 1), scenario_type="Accident"),
+              replace(_score(3, "b", 500.0, 1), scenario_type="InvadingTurn")]  # fmt: skip
+    found = _found(scores, {1: [True, None], 2: [False], 3: [False]})
+    # then the rows list, most necessary first, each scenario's count, rate per km and outcomes
+    accident, turn = found.by_scenario()
+    assert (accident.scenario, accident.takeovers, accident.necessary) == ("Accident", 3, 2)
+    assert accident.necessary_per_km == pytest.approx(1.0)  # 2 over 2 km
+    assert accident.outcomes == {"collision_vehicle": 1, DIVERGED: 1}
+    assert (turn.scenario, turn.takeovers, turn.necessary, turn.outcomes) == ("InvadingTurn", 1, 0, {})
+    assert turn.necessary_per_km == 0.0
+    # and the JSON and markdown carry them
+    assert [r["scenario"] for r in found.to_json()["by_scenario"]] == ["Accident", "InvadingTurn"]
+    assert "| Accident | 3 | 2 | 1.00 | collision_vehicle 1, diverged 1 |" in counterfactual_markdown([found])
 
 
 # ------------------------------------------------------------------------------------------ storage

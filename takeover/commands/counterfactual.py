@@ -22,12 +22,14 @@ from takeover.commands.compare import Side, add_confidence_arg, paired_config_of
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.counterfactual import (
     REASON_COLUMNS,
+    SCENARIO_COLUMNS,
     Counterfactuals,
     counterfactuals_json,
     load_counterfactual_config,
     necessary_ratio,
     ratio_text,
     reason_cells,
+    scenario_cells,
 )
 from takeover.iteration import analyse_run
 from takeover.text import fmt
@@ -43,6 +45,16 @@ def counterfactual_table(found: Counterfactuals, label: str) -> Table:
     for row in found.by_reason():
         table.add_row(*reason_cells(row))
     table.add_row(*reason_cells(found.overall()), end_section=True)
+    return table
+
+
+def scenario_table(found: Counterfactuals, label: str) -> Table:
+    """The necessary takeovers per scenario type of the routes, most first."""
+    table = Table(title=f"{label}: necessary takeovers by scenario type")
+    for name in SCENARIO_COLUMNS:
+        table.add_column(name, justify="left" if name in ("scenario", SCENARIO_COLUMNS[-1]) else "right")
+    for row in found.by_scenario():
+        table.add_row(*scenario_cells(row))
     return table
 
 
@@ -63,6 +75,7 @@ def cmd_counterfactual(args: argparse.Namespace) -> int:
     out = console()
     for side, f in zip(sides, found, strict=True):
         out.print(counterfactual_table(f, side.label(f.result)))
+        out.print(scenario_table(f, side.label(f.result)))
         out.print(
             f"disengagements/km {fmt(f.result.disengagements_per_km, '.2f')}, necessary/km "
             f"{fmt(f.necessary_per_km, '.2f')} over {f.distance_km:.2f} km; outcomes {f.outcomes()}; "
