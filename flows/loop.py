@@ -5,8 +5,9 @@
     dagger-round       takeover.dagger.dagger_round
     dpo-round          takeover.dpo.dpo_round
     evaluate           takeover.evaluate.evaluate_checkpoint on held-out routes
-    nightly-iteration  takeover.iteration.run_iteration: collect takeovers -> DAgger -> DPO -> evaluate
-                       [-> counterfactual] -> promote (the bootstrap first when the run has no v0);
+    nightly-iteration  takeover.iteration.run_iteration: collect takeovers [-> collection counterfactuals]
+                       -> DAgger -> DPO -> evaluate [-> counterfactual] -> promote (the bootstrap first
+                       when the run has no v0);
                        resumes an unfinished one
     confirm            takeover.confirm.confirm_run: v0 and a run's incumbent on seeds that decided nothing
     counterfactual     takeover.iteration.analyse_run: each takeover replayed without it, was it necessary?

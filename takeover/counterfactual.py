@@ -46,7 +46,7 @@ from carla_bridge.maps import MapLibrary
 from storage.records import CounterfactualRecord, TakeoverInfo
 from takeover.collect import CollectSetup, make_setup, plan_missing
 from takeover.episode import EpisodeMode, run_episode
-from takeover.evaluate import EMBEDDED, EvalResult, torch_threads
+from takeover.evaluate import EMBEDDED, EpisodeScore, EvalResult, torch_threads
 from takeover.monitor import TIME_EPS_S, Driver, MonitorConfig, MonitorDecision, TakeoverMonitor
 from takeover.paired import (
     Interval,
@@ -352,51 +352,66 @@ def analyse_evaluation(
     maps_dirs: Sequence[str] = (),
     progress: bool = True,
 ) -> Counterfactuals:
-    """The counterfactual of every takeover of `result`'s takeover episodes, replaying those not stored
-    yet under `config` (each episode's verdicts are stored together, so an interrupted analysis resumes).
+    """The counterfactual of every takeover of `result`'s takeover episodes (`judge_episodes`).
 
     `routes` holds the evaluation's routes and `overrides` the per-section settings it drove with
     (EvalConfig.overrides); settings other than the stored episodes' show up as diverged replays."""
     config = config or load_counterfactual_config()
+    what = f"{result.run}:{result.iteration}"
     if result.backend != EMBEDDED:
         raise CounterfactualError(
-            f"{result.run}:{result.iteration} was driven on the {result.backend!r} backend, which cannot "
+            f"{what} was driven on the {result.backend!r} backend, which cannot "
             "replay an episode tick for tick; counterfactuals need an evaluation on the embedded simulator"
         )
-    episodes = {e.episode_id: e for e in result.takeover_episodes}
-    if not episodes:
-        raise CounterfactualError(
-            f"{result.run}:{result.iteration} has no episodes with takeovers (eval.with_takeovers was off)"
-        )
-    takeovers = tuple(store.list_takeovers(episode_ids=episodes))
+    if not result.takeover_episodes:
+        raise CounterfactualError(f"{what} has no episodes with takeovers (eval.with_takeovers was off)")
+    takeovers, records, replayed = judge_episodes(
+        store, result.takeover_episodes, result.checkpoint_path, routes, config, overrides=overrides,
+        maps_dirs=maps_dirs, progress=progress, what=what,
+    )  # fmt: skip
+    return Counterfactuals(result, takeovers, records, config, replayed)
+
+
+def judge_episodes(
+    store: Store,
+    episodes: Sequence[EpisodeScore],
+    checkpoint: str,
+    routes: Sequence[Route],
+    config: CounterfactualConfig,
+    *,
+    overrides: Mapping[str, Sequence[str]] | None = None,
+    maps_dirs: Sequence[str] = (),
+    progress: bool = True,
+    what: str = "episodes",
+) -> tuple[tuple[TakeoverInfo, ...], dict[int, CounterfactualRecord], int]:
+    """(takeovers, their verdicts by takeover id, verdicts computed now) of the stored takeover-mode
+    `episodes` that `checkpoint` drove on `routes` with the per-section `overrides` (an evaluation's or a
+    collection's). Verdicts stored under `config` are read back; each episode's new ones are stored
+    together, so an interrupted analysis resumes."""
+    by_episode = {e.episode_id: e for e in episodes}
+    takeovers = tuple(store.list_takeovers(episode_ids=by_episode))
     digest = config_digest(config)
     records = {r.takeover_id: r for r in store.list_counterfactuals((t.id for t in takeovers), digest)}
     missing = [t for t in takeovers if t.id not in records]
     if missing:
         maps = MapLibrary.from_config(extra_dirs=tuple(maps_dirs))
-        wanted = {e.route_id for e in episodes.values()}
+        wanted = {e.route_id for e in by_episode.values()}
         by_id = {r.id: r for r in plan_missing([r for r in routes if r.id in wanted], maps)}
-        absent = sorted({episodes[t.episode_id].route_id for t in missing} - set(by_id))
+        absent = sorted({by_episode[t.episode_id].route_id for t in missing} - set(by_id))
         if absent:
-            raise CounterfactualError(
-                f"routes {absent} of {result.run}:{result.iteration} are not in the route set given"
-            )
+            raise CounterfactualError(f"routes {absent} of {what} are not in the route set given")
         sections = {k: list(v) for k, v in (overrides or {}).items()}
         sections["episode"] = [*sections.get("episode", []), "store_features=false"]
-        setup = make_setup(
-            EpisodeMode.TAKEOVER, checkpoint=result.checkpoint_path, maps=maps, overrides=sections
-        )
+        setup = make_setup(EpisodeMode.TAKEOVER, checkpoint=checkpoint, maps=maps, overrides=sections)
         with torch_threads(config.torch_threads):
-            for episode_id, group in _by_episode(
-                missing, progress, f"counterfactuals {result.run}:{result.iteration}"
-            ):
-                episode = episodes[episode_id]
+            for episode_id, group in _by_episode(missing, progress, f"counterfactuals {what}"):
+                episode = by_episode[episode_id]
                 fresh = [
                     replay_takeover(setup, by_id[episode.route_id], episode.seed, t, config) for t in group
                 ]
                 store.add_counterfactuals(fresh)
                 records.update((r.takeover_id, r) for r in fresh)
-    return Counterfactuals(result, takeovers, records, config, len(missing))
+    return takeovers, records, len(missing)
 
 
 REASON_COLUMNS = ("reason", "takeovers", "necessary", "false alarms", "precision")

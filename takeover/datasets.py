@@ -31,11 +31,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from storage.clip_format import DRIVER_EXPERT
-from storage.records import FrameTable
+from storage.records import FrameTable, PreferencePairInfo
 from storage.store import Store
 from takeover.policy.config import PolicyConfig
 from takeover.policy.features import NUM_COMMANDS, FeatureArrays, PolicyFeatures, collate_features
 from takeover.training import TrainingError
+from takeover.verdict_weights import UNJUDGED, validate_verdict_weights, verdict_factors
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ class DataConfig:
     # Factor on the takeover and pre-takeover frames of a trigger by its reason, e.g. {stuck: 0.0,
     # plan_deviation: 0.5}: which interventions to imitate (a reason not named keeps 1.0).
     reason_weights: dict[str, float] = field(default_factory=dict)
+    # Factor on the takeover and pre-takeover frames of a trigger by its counterfactual verdict
+    # (takeover/verdict_weights.py), e.g. {necessary: 3.0}: imitate most where the policy would have
+    # failed. Needs the collection's takeovers replayed (the loop's collect_counterfactuals) under
+    # conf/counterfactual.yaml + verdict_overrides (the loop sets those to its counterfactual_overrides).
+    verdict_weights: dict[str, float] = field(default_factory=dict)
+    verdict_overrides: list[str] = field(default_factory=list)
     # Keyframe focus (Wen et al., 2021): frames whose expert plan departs from holding the current
     # speed weigh more, so that a policy cannot fit the data by copying its own speed. Braking (the
     # onset of slowing for a scenario) and speeding up (driving off) have their own gains; 0 = off.
@@ -121,6 +128,7 @@ def validate_data_config(config: DataConfig, where: str) -> None:
             )
         if factor < 0:
             raise DatasetError(f"{where}.reason_weights.{reason}={factor} must be >= 0")
+    validate_verdict_weights(config.verdict_weights, config.verdict_overrides, where)
     if config.cache_clips < 1 or config.block_clips < 1:
         raise DatasetError(f"{where}.cache_clips and {where}.block_clips must be >= 1")
     if config.num_workers < 0:
@@ -281,11 +289,19 @@ def trigger_of_frames(roles: np.ndarray, time_s: np.ndarray, trigger_times_s: np
     return out
 
 
+@dataclass(frozen=True)
+class Triggers:
+    """The takeovers of one episode, sorted by time (parallel arrays)."""
+
+    time_s: np.ndarray  # (T,) float64
+    reason: np.ndarray  # (T,) object: TakeoverReason values
+    takeover_id: np.ndarray  # (T,) int64
+
+
 def _query_frames(
     store: Store, run: str, phases: Sequence[str], max_iteration: int | None, spec: FeatureSpec, what: str
-) -> tuple[FrameTable, dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Frames (one per episode tick) of the usable clips, and the (sorted) trigger times and reasons
-    of their episodes."""
+) -> tuple[FrameTable, dict[int, Triggers]]:
+    """Frames (one per episode tick) of the usable clips, and the takeovers of their episodes."""
     episodes = {"run": run, "phases": list(phases), "max_iteration": max_iteration}
     clips = store.list_clips(**episodes)
     usable = training_clips([(c.id, c.arrays) for c in clips], FRAME_SAMPLE_KEYS, spec, what)
@@ -299,14 +315,18 @@ def _query_frames(
     _, first = np.unique(key, return_index=True)
     first.sort()
     table = table.subset(first)
-    triggers: dict[int, list[tuple[float, str]]] = {int(e): [] for e in np.unique(table.episode_id)}
+    triggers: dict[int, list[tuple[float, str, int]]] = {int(e): [] for e in np.unique(table.episode_id)}
     if triggers:
         for takeover in store.list_takeovers(episode_ids=list(triggers)):
-            triggers[takeover.episode_id].append((float(takeover.time_s), str(takeover.reason)))
+            triggers[takeover.episode_id].append((float(takeover.time_s), str(takeover.reason), takeover.id))
     out = {}
     for e, items in triggers.items():
         items.sort()
-        out[e] = (np.array([t for t, _ in items], np.float64), np.array([r for _, r in items], object))
+        out[e] = Triggers(
+            np.array([t for t, _, _ in items], np.float64),
+            np.array([r for _, r, _ in items], object),
+            np.array([i for _, _, i in items], np.int64),
+        )
     return table, out
 
 
@@ -340,16 +360,23 @@ def select_takeover_frames(
     if not len(table):
         return FrameIndex.empty()
     roles = np.empty(len(table), np.int8)
-    factor = np.ones(len(table), np.float32)  # reason_weights of each frame's trigger
-    for episode_id, (trigger_times, reasons) in triggers.items():
+    factor = np.ones(len(table), np.float32)  # reason and verdict weights of each frame's trigger
+    verdicts = verdict_factors(
+        store, (i for t in triggers.values() for i in t.takeover_id), config.verdict_weights,
+        config.verdict_overrides,
+    )  # fmt: skip
+    for episode_id, found in triggers.items():
         mask = table.episode_id == episode_id
         roles[mask] = frame_roles(
-            table.driver[mask], table.is_takeover[mask], table.time_s[mask], trigger_times,
+            table.driver[mask], table.is_takeover[mask], table.time_s[mask], found.time_s,
             config.pre_takeover_window_s,
         )  # fmt: skip
-        if config.reason_weights and trigger_times.size:
-            k = trigger_of_frames(roles[mask], table.time_s[mask], trigger_times)
-            by_trigger = np.array([config.reason_weights.get(r, 1.0) for r in reasons], np.float32)
+        if (config.reason_weights or config.verdict_weights) and found.time_s.size:
+            k = trigger_of_frames(roles[mask], table.time_s[mask], found.time_s)
+            pairs = zip(found.reason, found.takeover_id, strict=True)
+            by_trigger = np.array(
+                [config.reason_weights.get(r, 1.0) * verdicts[int(i)] for r, i in pairs], np.float32
+            )
             factor[mask] = np.where(k >= 0, by_trigger[np.maximum(k, 0)], 1.0)
     weight_of = {
         FrameRole.TAKEOVER: config.takeover_weight,
@@ -633,14 +660,26 @@ def select_pairs(
     spec: FeatureSpec,
     only_iteration: bool = False,
     rollout_phases: Sequence[str] = ("rollout",),
+    verdict_weights: Mapping[str, float] | None = None,
+    verdict_overrides: Sequence[str] = (),
 ) -> PairIndex:
-    """Stored preference pairs of `run` from iterations <= `iteration` (== with only_iteration)."""
+    """Stored preference pairs of `run` from iterations <= `iteration` (== with only_iteration), each
+    weighted by its stored weight x the `verdict_weights` factor of its takeover (verdict_weights.py)."""
     k = spec.num_waypoints
     iterations = {"iteration": iteration} if only_iteration else {"max_iteration": iteration}
     pairs = store.list_preference_pairs(
         run=run, phases=list(rollout_phases), sources=list(sources), **iterations
     )
     pairs = [p for p in pairs if p.clip_id is not None]  # a pair without a clip has no features
+    weights = dict(verdict_weights or {})
+    factors = verdict_factors(store, (p.takeover_id for p in pairs if p.takeover_id is not None), weights,
+                              verdict_overrides)  # fmt: skip
+    unjudged = float(weights.get(UNJUDGED, 1.0))
+
+    def weight_of(pair: PreferencePairInfo) -> float:
+        return pair.weight * (unjudged if pair.takeover_id is None else factors[pair.takeover_id])
+
+    pairs = [p for p in pairs if weight_of(p) > 0]
     clips = {c.id: c.arrays for c in store.list_clips(ids=sorted({int(p.clip_id) for p in pairs}))}
     usable = training_clips(list(clips.items()), FEATURE_KEYS, spec, f"preference pairs of run {run!r}")
     kept, plans_c, plans_r, has_control = [], [], [], []
@@ -681,7 +720,7 @@ def select_pairs(
         np.stack(plans_c),
         np.stack(plans_r),
         np.array(has_control, bool),
-        np.array([p.weight for p in kept], np.float32),
+        np.array([weight_of(p) for p in kept], np.float32),
     )
 
 

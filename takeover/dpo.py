@@ -267,6 +267,8 @@ def dpo_round(
             spec,
             config.only_current_iteration,
             config.pairs.rollout_phases,
+            config.pairs.verdict_weights,
+            config.pairs.verdict_overrides,
         )
         if len(index) == 0:
             raise DatasetError(

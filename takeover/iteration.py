@@ -67,9 +67,11 @@ from storage.records import CheckpointRecord, TrainingRoundRecord
 from takeover.bc import train_bc
 from takeover.collect import route_set_name
 from takeover.counterfactual import (
+    DIVERGED,
     CounterfactualConfig,
     Counterfactuals,
     analyse_evaluation,
+    judge_episodes,
     load_counterfactual_config,
     necessary_ratio,
 )
@@ -131,6 +133,7 @@ class Step(StrEnum):
     COLLECT_DEMOS = "collect_demos"
     BC = "bc"
     COLLECT_TAKEOVERS = "collect_takeovers"
+    COLLECT_COUNTERFACTUAL = "collect_counterfactual"
     DAGGER = "dagger"
     DPO = "dpo"
     EVALUATE_DAGGER = "evaluate_dagger"
@@ -142,7 +145,7 @@ class Step(StrEnum):
 STEP_NAMES = frozenset(s.value for s in Step)
 BOOTSTRAP_STEPS = (Step.COLLECT_DEMOS, Step.BC, Step.EVALUATE, Step.COUNTERFACTUAL, Step.PROMOTE)
 ITERATION_STEPS = (
-    Step.COLLECT_TAKEOVERS, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.COUNTERFACTUAL,
+    Step.COLLECT_TAKEOVERS, Step.COLLECT_COUNTERFACTUAL, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.COUNTERFACTUAL,
     Step.PROMOTE,
 )  # fmt: skip
 EVAL_STEPS = (Step.EVALUATE, Step.EVALUATE_DAGGER)
@@ -186,6 +189,10 @@ class IterationConfig:
     # promotion.max_necessary_rise; embedded backend only; about a third of an evaluation's time.
     counterfactuals: bool = False
     counterfactual_overrides: list[str] = field(default_factory=list)  # conf/counterfactual.yaml dotlist
+    # Replay each takeover of the iteration's collection the same way, before training: the verdicts that
+    # dagger.data.verdict_weights and dpo.pairs.verdict_weights weigh by (takeover/verdict_weights.py);
+    # embedded backend only; about two thirds of the collection's time again.
+    collect_counterfactuals: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
     promotion: PromotionConfig = field(default_factory=PromotionConfig)
 
@@ -277,6 +284,13 @@ def validate_iteration_config(config: IterationConfig, where: str = "iterate") -
             f"{where}.promotion.max_necessary_rise needs the necessary disengagements it compares: set "
             f"{where}.counterfactuals=true, or max_necessary_rise=null"
         )
+    if config.collect_counterfactuals and config.backend != EMBEDDED:
+        raise LoopError(
+            f"{where}.collect_counterfactuals needs the embedded backend (a CARLA server cannot replay an "
+            "episode tick for tick); set collect_counterfactuals=false for backend carla"
+        )
+    if config.collect_counterfactuals:
+        _counterfactual_config(config, where)
     if config.counterfactuals:
         if config.backend != EMBEDDED:
             raise LoopError(
@@ -304,6 +318,18 @@ def _train_config(config: IterationConfig) -> TrainConfig:
     train = load_train_config(list(config.train_overrides))
     if config.base_run and not train.dagger.data.demo_run:
         train.dagger.data.demo_run = config.base_run
+    weighted = [
+        name for name, weights in (("dagger.data", train.dagger.data.verdict_weights),
+                                   ("dpo.pairs", train.dpo.pairs.verdict_weights)) if weights
+    ]  # fmt: skip
+    if weighted and not config.collect_counterfactuals:
+        raise LoopError(
+            f"{' and '.join(weighted)}.verdict_weights weigh the collection's takeovers by their counterfactual "
+            "verdicts: set collect_counterfactuals=true, or drop the verdict_weights"
+        )
+    # The verdicts are read under the settings the loop replays with.
+    train.dagger.data.verdict_overrides = list(config.counterfactual_overrides)
+    train.dpo.pairs.verdict_overrides = list(config.counterfactual_overrides)
     return train
 
 
@@ -1011,6 +1037,11 @@ def _improve(ctx: _Context, iteration: int) -> IterationResult:
         incumbent.sha256,
     )
     no_takeovers = collect.metrics.get("takeovers", 0.0) <= 0
+    if config.collect_counterfactuals:
+        ctx.step(
+            iteration, Step.COLLECT_COUNTERFACTUAL,
+            lambda: _collect_counterfactual_step(ctx, iteration, incumbent, no_takeovers), incumbent.sha256,
+        )  # fmt: skip
 
     def dagger() -> StepOutcome:
         if no_takeovers:
@@ -1146,6 +1177,48 @@ def _counterfactual_step(
         paired = load_paired_config([f"confidence={confidence}"] if confidence > 0 else [])
         metrics |= ratio_metrics(necessary_ratio(found["incumbent_"], found[""], paired))
     return StepOutcome(COMPLETED, metrics, outputs)
+
+
+def _collect_counterfactual_step(
+    ctx: _Context, iteration: int, incumbent: CheckpointRef, no_takeovers: bool
+) -> StepOutcome:
+    """Counterfactual verdicts of the iteration's collected takeovers (stored for the training rounds'
+    verdict_weights); metrics: takeovers, necessary, false_alarms, diverged, replayed, necessary_per_km."""
+    if no_takeovers:
+        return StepOutcome(SKIPPED, outputs={"reason": "no takeovers collected: nothing to replay"})
+    config = ctx.config
+    episodes = collection_episodes(ctx.store, ctx.run, iteration, incumbent.sha256, config)
+    takeovers, records, replayed = judge_episodes(
+        ctx.store, episodes, incumbent.path,
+        load_route_set(config.train_routes, list(config.train_route_ids) or None),
+        _counterfactual_config(config), overrides=config.collect_overrides, maps_dirs=config.maps,
+        progress=ctx.progress, what=f"{ctx.run}:{iteration} collection",
+    )  # fmt: skip
+    necessary = sum(1 for r in records.values() if r.necessary is not False)
+    diverged = sum(1 for r in records.values() if r.outcome == DIVERGED)
+    km = sum(e.distance_m for e in episodes) / M_PER_KM
+    metrics = {
+        "takeovers": float(len(takeovers)),
+        "necessary": float(necessary),
+        "false_alarms": float(len(records) - necessary),
+        "diverged": float(diverged),
+        "replayed": float(replayed),
+    }
+    if km > 0:
+        metrics["necessary_per_km"] = necessary / km
+    outcomes = Counter(r.outcome for r in records.values())
+    return StepOutcome(COMPLETED, metrics, {"outcomes": dict(outcomes.most_common())})
+
+
+def collection_episodes(
+    store: Store, run: str, iteration: int, checkpoint_sha256: str, config: IterationConfig
+) -> tuple[EpisodeScore, ...]:
+    """The stored takeover rollouts of iteration `iteration` that the incumbent drove on the training routes."""
+    found = stored_episodes(
+        store, run, iteration, checkpoint_sha256, route_set_name(config.train_routes),
+        [MODE_PHASE[EpisodeMode.TAKEOVER]], config.backend,
+    )  # fmt: skip
+    return tuple(found)
 
 
 RATIO_KEY = "necessary_ratio"

@@ -50,6 +50,7 @@ from takeover.datasets import (
 )
 from takeover.policy.features import collate_features
 from takeover.training import TrainingError, float32_plan
+from takeover.verdict_weights import validate_verdict_weights
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class PairConfig:
     takeover_window_s: float = 3.0  # expert-driven states this long after a trigger are paired ...
     takeover_window_weight: float = 0.0  # ... with this weight; 0 = none (the paper's trigger + pre-window)
     rollout_phases: list[str] = field(default_factory=lambda: ["rollout"])
+    # Factor on a pair's weight by its takeover's counterfactual verdict, e.g. {necessary: 3.0}
+    # (takeover/verdict_weights.py; as dagger.data.verdict_weights, applied when the pairs are read).
+    verdict_weights: dict[str, float] = field(default_factory=dict)
+    verdict_overrides: list[str] = field(default_factory=list)
     # sampled_safety
     num_samples: int = 16  # K plans sampled per state
     sample_seed: int = 0  # with the episode and tick it seeds each state's samples
@@ -105,6 +110,7 @@ def validate_pair_config(config: PairConfig, where: str) -> None:
     ):  # fmt: skip
         if getattr(config, name) < 0:
             raise TrainingError(f"{where}.{name}={getattr(config, name)} must be >= 0")
+    validate_verdict_weights(config.verdict_weights, config.verdict_overrides, where)
 
 
 # ------------------------------------------------------------------------------------------ maths

@@ -69,6 +69,8 @@ class Fakes:
         default_factory=dict
     )  # checkpoint -> necessary takeovers of its evaluation
     replayed: list[str] = field(default_factory=list)  # checkpoints whose evaluations were analysed, in order
+    judged: list[dict[str, object]] = field(default_factory=list)  # the collections replayed (judge_episodes)
+    dagger_configs: list[object] = field(default_factory=list)  # the DAgger rounds' configs, in order
 
     def _maybe_fail(self, name: str) -> None:
         self.calls[name] += 1
@@ -98,6 +100,7 @@ class Fakes:
         return self._checkpoint(run, "bc", None, None)
 
     def dagger_round(self, store, run, iteration, parent, config) -> TrainResult:
+        self.dagger_configs.append(config)
         self._maybe_fail("dagger")
         return self._checkpoint(run, f"dagger-{iteration}", iteration, None)
 
@@ -140,12 +143,31 @@ class Fakes:
         }  # fmt: skip
         return Counterfactuals(result, takeovers, records, config, len(takeovers))
 
+    def collection_episodes(self, store, run, iteration, sha, config) -> tuple[EpisodeScore, ...]:
+        return (
+            EpisodeScore(
+                1, "1000", 0, "rollout", "Completed", 50.0, 100.0, 0.5, False, 400.0, self.takeovers
+            ),
+        )
+
+    def judge_episodes(self, store, episodes, checkpoint, routes, config, **kwargs):
+        """Of the collection's takeovers, the first one was necessary."""
+        self._maybe_fail("collect_counterfactual")
+        self.judged.append({"checkpoint": Path(checkpoint).stem, "overrides": kwargs["overrides"],
+                            "routes": [r.id for r in routes], "horizon_s": config.horizon_s})  # fmt: skip
+        records = {
+            k: CounterfactualRecord(k, "d" * 64, config.horizon_s, "collision_vehicle" if k == 0 else "clear",
+                                    k == 0, None, 5.0)
+            for k in range(episodes[0].takeovers)
+        }  # fmt: skip
+        return (), records, len(records)
+
 
 @pytest.fixture
 def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
     f = Fakes(tmp_path / "ckpt")
     for name in ("collect_episodes", "train_bc", "dagger_round", "dpo_round", "evaluate_checkpoint",
-                 "analyse_evaluation"):  # fmt: skip
+                 "analyse_evaluation", "collection_episodes", "judge_episodes"):  # fmt: skip
         monkeypatch.setattr(it, name, getattr(f, name))
     return f
 
@@ -602,3 +624,54 @@ def test_counterfactual_settings_are_checked_before_anything_runs(config: Iterat
         LoopError, match="counterfactual_overrides: Key 'horizon' not in 'CounterfactualConfig'"
     ):
         it.validate_iteration_config(odd)
+
+
+def weighted(config: IterationConfig) -> IterationConfig:
+    """`config` with the collection replayed and DAgger's frames weighted by verdict."""
+    new = copy.deepcopy(config)
+    new.collect_counterfactuals = True
+    new.collect_overrides = {"monitor": ["agree_s=2.0"]}
+    new.counterfactual_overrides = ["horizon_s=6"]
+    new.train_overrides = ["dagger.data.verdict_weights.necessary=3.0"]
+    it.validate_iteration_config(new)
+    return new
+
+
+def test_the_collection_is_replayed_before_training_and_not_again_on_resume(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given v0 and a run that weighs the collected takeovers by their counterfactual verdicts
+    config = weighted(config)
+    run_iteration("w", 0, config, store)
+    # when iteration 1 crashes in DAgger and runs again
+    fakes.fail_once = {"dagger"}
+    with pytest.raises(RuntimeError, match="injected crash in dagger"):
+        run_iteration("w", 1, config, store)
+    result = run_iteration("w", 1, config, store)
+    # then the collection was replayed once, between collecting and training, as the incumbent drove it
+    assert result.steps_resumed == ("collect_takeovers", "collect_counterfactual")
+    assert result.steps_run == ("dagger", "dpo", "evaluate", "promote")
+    assert fakes.judged == [{"checkpoint": "bc", "overrides": {"monitor": ["agree_s=2.0"]}, "routes": ["1000"],
+                             "horizon_s": 6.0}]  # fmt: skip
+    # and its verdicts are logged: 1 of 4 takeovers necessary on 400 m
+    logged = it.StepLog(store, "w").get(1, Step.COLLECT_COUNTERFACTUAL)
+    assert logged.metrics["necessary"] == 1 and logged.metrics["false_alarms"] == 3
+    assert logged.metrics["necessary_per_km"] == pytest.approx(2.5)
+    # and DAgger reads the verdicts under the settings they were replayed with
+    data = fakes.dagger_configs[-1].data
+    assert data.verdict_weights == {"necessary": 3.0} and data.verdict_overrides == ["horizon_s=6"]
+
+
+def test_verdict_weights_without_the_replays_are_refused_before_anything_runs(
+    fakes: Fakes, store: Store, config: IterationConfig
+):
+    # given DPO pairs weighted by verdict in a run that does not replay its collection
+    wrong = copy.deepcopy(config)
+    wrong.train_overrides = ["dpo.pairs.verdict_weights.false_alarm=0.5"]
+    # when the run starts, then it stops at once with the fix
+    with pytest.raises(LoopError, match=r"dpo\.pairs\.verdict_weights .*set collect_counterfactuals=true"):
+        run_iteration("x", 0, wrong, store)
+    assert sum(fakes.calls.values()) == 0
+    # and a CARLA backend, which cannot replay, is refused with the replays
+    with pytest.raises(LoopError, match="collect_counterfactuals needs the embedded backend"):
+        configure(weighted(config), backend="carla")

@@ -23,6 +23,9 @@ from test_train_synthetic import (  # noqa: F401 (one_torch_thread is an autouse
 from carla_bridge.bev import BevConfig
 from storage import ClipRecord, EpisodeRecord, PreferencePairRecord
 from storage.clip_format import DRIVER_EXPERT
+from storage.records import CounterfactualRecord
+from storage.store import Store
+from takeover.counterfactual import CLEAR, config_digest, load_counterfactual_config
 from takeover.datasets import (
     BlockShuffleSampler,
     DataConfig,
@@ -44,6 +47,8 @@ from takeover.datasets import (
     validate_data_config,
 )
 from takeover.policy.config import PolicyConfig
+from takeover.preferences import PairConfig, build_preference_pairs
+from takeover.training import TrainingError
 
 SPEC = FeatureSpec.of(TINY_POLICY)
 DEMO_FRAMES = 32
@@ -262,6 +267,68 @@ def test_reason_weights_scale_the_frames_of_their_takeovers(store):
         store, "syn", 0, DataConfig(reason_weights={"predicted_collision": 0.0}), SPEC
     )
     assert len(none) == 0
+
+
+def judged_run(store: Store, run: str, overrides: list[str] | None = None) -> dict[int, float]:
+    """Three synthetic rollouts (one takeover each) whose takeovers were replayed: the first necessary,
+    the second a false alarm, the third not replayed. Returns each episode's factor under the weights
+    {necessary: 3, false_alarm: 0.5}."""
+    write_synthetic_run(store, run, demos=0, rollouts=3)
+    first, second, third = sorted(store.list_takeovers(run=run), key=lambda t: t.id)
+    digest = config_digest(load_counterfactual_config(overrides))
+    store.add_counterfactuals([
+        CounterfactualRecord(first.id, digest, 8.0, "collision_vehicle", True, 1.5, 4.0),
+        CounterfactualRecord(second.id, digest, 8.0, CLEAR, False, None, 20.0),
+    ])  # fmt: skip
+    return {first.episode_id: 3.0, second.episode_id: 0.5, third.episode_id: 1.0}
+
+
+VERDICT_WEIGHTS = {"necessary": 3.0, "false_alarm": 0.5}
+
+
+def test_verdict_weights_scale_the_frames_of_judged_takeovers(tmp_path):
+    # given rollouts whose takeovers were judged necessary, a false alarm, or not at all
+    with open_store(tmp_path) as store:
+        factor = judged_run(store, "v")
+        plain = select_takeover_frames(store, "v", 0, DataConfig(), SPEC)
+        # when the frames are weighted by verdict
+        weighted = select_takeover_frames(store, "v", 0, DataConfig(verdict_weights=VERDICT_WEIGHTS), SPEC)
+        # then each takeover and pre-takeover frame weighs its role's weight x its trigger's verdict factor
+        expected = plain.weight * np.array([factor[int(e)] for e in plain.episode_id], np.float32)
+        assert np.array_equal(weighted.frame, plain.frame) and np.allclose(weighted.weight, expected)
+        # and an unjudged weight of 0 drops the frames of takeovers never replayed
+        judged_only = DataConfig(verdict_weights={**VERDICT_WEIGHTS, "unjudged": 0.0})
+        kept = select_takeover_frames(store, "v", 0, judged_only, SPEC)
+        assert set(kept.episode_id.tolist()) == {e for e, f in factor.items() if f != 1.0}
+        # and verdicts stored under other replay settings are not read: every takeover is unjudged
+        other = DataConfig(verdict_weights=VERDICT_WEIGHTS, verdict_overrides=["horizon_s=4"])
+        assert np.allclose(select_takeover_frames(store, "v", 0, other, SPEC).weight, plain.weight)
+
+
+def test_verdict_weights_scale_the_pairs_of_judged_takeovers(tmp_path):
+    # given the preference pairs of rollouts judged as above
+    with open_store(tmp_path) as store:
+        factor = judged_run(store, "v")
+        build_preference_pairs(store, "v", 0, PairConfig(stride_frames=5), SPEC)
+        plain = select_pairs(store, "v", 0, ["expert_vs_policy"], SPEC)
+        # when the pairs are read with verdict weights
+        weighted = select_pairs(store, "v", 0, ["expert_vs_policy"], SPEC, verdict_weights=VERDICT_WEIGHTS)
+        # then each pair's weight is its stored weight x its takeover's verdict factor
+        episode_of = {p.id: p.episode_id for p in store.list_preference_pairs(run="v")}
+        expected = plain.weight * np.array([factor[episode_of[int(i)]] for i in plain.pair_id], np.float32)
+        assert len(plain) >= 3 and np.array_equal(weighted.pair_id, plain.pair_id)
+        assert np.allclose(weighted.weight, expected)
+
+
+def test_bad_verdict_weights_are_named():
+    with pytest.raises(TrainingError, match=r"unknown verdict 'needed'.*necessary, false_alarm, unjudged"):
+        validate_data_config(DataConfig(verdict_weights={"needed": 2.0}), "dagger.data")
+    with pytest.raises(TrainingError, match=r"dagger\.data\.verdict_weights\.false_alarm=-1.0 must be >= 0"):
+        validate_data_config(DataConfig(verdict_weights={"false_alarm": -1.0}), "dagger.data")
+    with pytest.raises(TrainingError, match=r"verdict_overrides: .*horizon"):
+        validate_data_config(
+            DataConfig(verdict_weights={"necessary": 2.0}, verdict_overrides=["horizon=4"]), "x"
+        )
 
 
 def test_missing_data_config_values_are_rejected():
