@@ -634,6 +634,8 @@ class IterationResult:
     select_candidate: bool = False  # the setting the iteration ran with
     necessary_per_km: float | None = None  # the candidate's necessary disengagements/km (counterfactuals)
     necessary_ratio: Interval | None = None  # ... over the incumbent's, pair by pair
+    # collect_counterfactuals: the collection's verdicts (takeovers, necessary, false_alarms, ...)
+    collect_verdicts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -1308,6 +1310,7 @@ def read_iteration(
     stored = stored or {}
     use_dpo = bool((stored.get("comparable") or {}).get("use_dpo", True))
     necessary = necessary_rates(records.get(Step.COUNTERFACTUAL))
+    verdicts = records.get(Step.COLLECT_COUNTERFACTUAL)
     selects = bool((stored.get("loop") or {}).get("select_candidate", False))
     return IterationResult(
         run=run,
@@ -1328,6 +1331,7 @@ def read_iteration(
         select_candidate=selects,
         necessary_per_km=necessary.candidate if necessary is not None else None,
         necessary_ratio=necessary.ratio if necessary is not None else None,
+        collect_verdicts=verdicts.metrics if verdicts is not None and verdicts.status == COMPLETED else {},
     )
 
 

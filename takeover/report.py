@@ -65,6 +65,7 @@ class IterationRow:
     iteration: int
     candidate: str  # checkpoint file name of the evaluated candidate
     collected_takeovers_per_km: float | None  # the incumbent on the training routes (rollouts)
+    collected_necessary_per_km: float | None  # ... of which necessary (collect_counterfactuals), else None
     driving_score: float | None  # the candidate on the held-out routes
     route_completion: float | None
     infraction_penalty: float | None
@@ -92,6 +93,7 @@ def iteration_rows(loop: LoopResult) -> list[IterationRow]:
                 collected_takeovers_per_km=result.collect.get("takeovers_per_km")
                 if result.iteration
                 else None,
+                collected_necessary_per_km=result.collect_verdicts.get("necessary_per_km"),
                 driving_score=ev.driving_score if ev else None,
                 route_completion=ev.route_completion if ev else None,
                 infraction_penalty=ev.infraction_penalty if ev else None,
@@ -120,14 +122,15 @@ def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
     )
     rows = iteration_rows(loop)
     necessary = _has_necessary(rows)
-    for column in ("iter", "candidate", "rollout TO/km", "DS", "RC %", "IP", "SR %", "dis/km",
+    judged = any(r.collected_necessary_per_km is not None for r in rows)
+    for column in ("iter", "candidate", "rollout TO/km", *(["rollout necessary/km"] if judged else []), "DS", "RC %", "IP", "SR %", "dis/km",
                    *(["necessary/km"] if necessary else []), "expert %", "promoted", "incumbent DS",
                    "incumbent dis/km", "why"):  # fmt: skip
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             str(row.iteration), row.candidate, fmt(row.collected_takeovers_per_km, ".2f"),
-            fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
+            *([fmt(row.collected_necessary_per_km, ".2f")] if judged else []), fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
             _pct(row.success_rate), fmt(row.disengagements_per_km, ".2f"),
             *([fmt(row.necessary_per_km, ".2f")] if necessary else []),
             _pct(row.expert_share), "yes" if row.promoted else "no",
@@ -784,6 +787,7 @@ def iteration_json(result: IterationResult) -> dict[str, Any]:
         "rival": result.rival.path if result.rival else None,  # select_candidate: the checkpoint not chosen
         "rival_metrics": result.rival_evaluation.metrics() if result.rival_evaluation else {},
         "collect": result.collect,
+        "collect_verdicts": result.collect_verdicts,  # collect_counterfactuals; {} when not run
         "training": result.training,
         "necessary_per_km": result.necessary_per_km,  # counterfactual replays; None when not run
         "necessary_ratio": interval_json(result.necessary_ratio),  # ... over the incumbent's, paired

@@ -660,6 +660,13 @@ def test_the_collection_is_replayed_before_training_and_not_again_on_resume(
     # and DAgger reads the verdicts under the settings they were replayed with
     data = fakes.dagger_configs[-1].data
     assert data.verdict_weights == {"necessary": 3.0} and data.verdict_overrides == ["horizon_s=6"]
+    # and the iteration table shows the collection's necessary rate beside its takeover rate; the JSON too
+    loop = read_loop(store, "w")
+    out = Console(record=True, width=300)
+    out.print(iteration_table(loop))
+    shown = out.export_text()
+    assert "rollout necessary/km" in shown and "2.50" in shown
+    assert loop_json(loop)["iterations"][1]["collect_verdicts"]["necessary"] == 1
 
 
 def test_verdict_weights_without_the_replays_are_refused_before_anything_runs(
