@@ -41,11 +41,13 @@ from takeover.counterfactual import (
     config_digest,
     counterfactual_markdown,
     judge,
+    judge_episodes,
     load_counterfactual_config,
     necessary_ratio,
 )
 from takeover.episode import EpisodeConfig, EpisodeMode, run_episode
 from takeover.evaluate import EpisodeScore, EvalConfig, EvalResult, evaluate_checkpoint
+from takeover.iteration import collect_episodes
 from takeover.monitor import MonitorConfig, TakeoverMonitor
 from takeover.paired import PairedConfig
 
@@ -247,6 +249,40 @@ def test_replays_reach_their_triggers_agree_with_the_policy_alone_and_resume(
                                        "enabled_reasons=[]"]}  # fmt: skip
     diverged = analyse_evaluation(store, result, eval_routes, odd, overrides=strict, progress=False)
     assert diverged.diverged == len(takeovers) and diverged.necessary == len(takeovers)
+
+
+@pytest.mark.slow
+def test_a_collection_s_takeovers_replay_to_their_triggers_under_its_own_settings(
+    store: Store, untrained_checkpoint: Path
+):
+    # given takeover rollouts collected as the loop does: clips with policy inputs, a 6 s pre-window and
+    # a monitor of their own
+    train_routes = load_route_set("builtin:train", ["1005"])
+    overrides = {"episode": [f"max_time_s={EPISODE_S}", "pre_window_s=6.0"], "monitor": ["agree_s=2.0"]}
+    collected = collect_episodes(
+        EpisodeMode.TAKEOVER, "builtin:train", [0, 1], store, "cfc", 1, route_ids=["1005"],
+        checkpoint=str(untrained_checkpoint), overrides=overrides, progress=False,
+    )  # fmt: skip
+    assert collected.takeovers >= 2, "the untrained policy should be taken over"
+    settings = CounterfactualConfig(horizon_s=HORIZON_S)
+    # when they are judged with the collection's settings
+    takeovers, records, replayed = judge_episodes(
+        store, collected.episodes, str(untrained_checkpoint), train_routes, settings, overrides=overrides,
+        progress=False,
+    )  # fmt: skip
+    # then every replay met its stored trigger, and each verdict is stored for the training rounds
+    assert replayed == len(takeovers) == collected.takeovers
+    assert all(r.outcome != DIVERGED for r in records.values())
+    assert len(store.list_counterfactuals(records, config_digest(settings))) == len(takeovers)
+    # and the replays drive with the settings given: a monitor that never fires meets no trigger
+    other = CounterfactualConfig(horizon_s=HORIZON_S + 1)
+    silent = {**overrides, "monitor": ["deviation_ade_m=1000", "deviation_fde_m=1000", "stuck_time_s=1000",
+                                       "enabled_reasons=[]"]}  # fmt: skip
+    _, strays, _ = judge_episodes(
+        store, collected.episodes, str(untrained_checkpoint), train_routes, other, overrides=silent,
+        progress=False,
+    )  # fmt: skip
+    assert all(r.outcome == DIVERGED for r in strays.values()) and len(strays) == len(takeovers)
 
 
 def test_a_carla_evaluation_is_refused():
