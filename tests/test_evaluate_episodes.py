@@ -142,5 +142,9 @@ def test_evaluation_stores_episodes_records_a_failed_route_and_resumes(
     ratio = paired["disengagements_per_km_ratio"]
     assert (ratio["estimate"], ratio["low"], ratio["high"], ratio["pairs"]) == (1.0, 1.0, 1.0, 1)
     assert result.driving_score == 0.0 and paired["ds_change_pct"] is None  # no percent change of a zero DS
+    # and so it has with bias-corrected, accelerated intervals
+    assert main(["compare", "r:0", "r:0", "--json", "--interval", "bca", *db]) == 0
+    ratio = json.loads(capsys.readouterr().out)["paired"]["disengagements_per_km_ratio"]
+    assert (ratio["estimate"], ratio["low"], ratio["high"]) == (1.0, 1.0, 1.0)
     assert main(["compare", "r0", "r:0", *db]) == 2
     assert "is not RUN:ITERATION[@CHECKPOINT]" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from takeover.evaluate import EvalResult
 from takeover.paired import (
     PairedConfig,
     PairedError,
+    bca_levels,
     bootstrap_interval,
     compare_evaluations,
     evaluation_intervals,
@@ -132,7 +133,11 @@ def test_the_same_seed_gives_the_same_interval_and_more_confidence_a_wider_one()
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("resamples=0", "resamples=0 must be >= 1"), ("confidence=1.0", "strictly between")],
+    [
+        ("resamples=0", "resamples=0 must be >= 1"),
+        ("confidence=1.0", "strictly between"),
+        ("method=studentized", "method='studentized'; use one of percentile, bca"),
+    ],
 )
 def test_a_bad_setting_is_named(override: str, message: str):
     with pytest.raises(PairedError, match=message):
@@ -154,3 +159,37 @@ def test_one_evaluations_own_interval_comes_from_its_episodes_alone():
     # and the rate is 1 per km whichever episodes are drawn
     assert spread.disengagements_per_km is not None
     assert (spread.disengagements_per_km.low, spread.disengagements_per_km.high) == pytest.approx((1.0, 1.0))
+
+
+def test_bca_levels_by_hand():
+    # given draws 0..9 around the estimate 3 (3 below, 1 tied: 0.35 below, z0 = -0.38532)
+    draws = np.arange(10, dtype=float)
+    # when the jackknife values are all equal (no acceleration), the levels are Phi(2 z0 +- 1.95996)
+    assert bca_levels(draws, 3.0, np.ones(3), [0.025, 0.975]) == pytest.approx(
+        [0.0031609, 0.8828437], abs=1e-6
+    )
+    # when they are 0, 0, 3: m - t = 1, 1, -2, so a = (1 + 1 - 8) / (6 x 6^1.5) = -0.068041, and
+    # alpha = Phi(z0 + z / (1 - a z)) with z = z0 -+ 1.95996: z = -2.34528 -> Phi(-3.17591)
+    assert bca_levels(draws, 3.0, np.array([0.0, 0.0, 3.0]), [0.025, 0.975]) == pytest.approx(
+        [0.0007468, 0.8501182], abs=1e-6
+    )
+    # and with every draw above the estimate the bias is unbounded: the percentile levels are kept
+    assert bca_levels(draws + 10, 3.0, np.ones(3), [0.025, 0.975]) == [0.025, 0.975]
+
+
+def test_bca_reaches_further_along_a_right_skewed_statistic():
+    # given 30 pairs whose change is exponential (right-skewed): the mean change's sampling law is too
+    rng = np.random.default_rng(4)
+    before = np.zeros((30, 1))
+    after = rng.exponential(10.0, size=(30, 1))
+
+    def mean_change(b: np.ndarray, a: np.ndarray) -> np.ndarray:
+        return (a - b)[..., 0].mean(axis=-1)
+
+    # when both intervals are drawn from the same resamples
+    plain = bootstrap_interval(before, after, mean_change, CONFIG)
+    bca = bootstrap_interval(before, after, mean_change, replace(CONFIG, method="bca"))
+    # then BCa keeps the estimate and moves both ends up, toward the long tail
+    assert plain is not None and bca is not None and bca.estimate == plain.estimate
+    assert bca.low > plain.low and bca.high > plain.high
+    assert bca.low < bca.estimate < bca.high

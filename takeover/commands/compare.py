@@ -21,7 +21,7 @@ from takeover.collect import route_set_name
 from takeover.commands.iterate import add_storage_args, console, open_store
 from takeover.evaluate import EvalResult, EvaluationError, stored_evaluation
 from takeover.iteration import evaluation_phase_pairs
-from takeover.paired import PairedConfig, compare_evaluations, comparison_json, load_paired_config
+from takeover.paired import METHODS, PairedConfig, compare_evaluations, comparison_json, load_paired_config
 from takeover.report import comparison_table
 
 
@@ -54,12 +54,17 @@ class Side:
 
 
 def paired_config_of(args: argparse.Namespace) -> PairedConfig:
-    """conf/paired.yaml with `--confidence` (add_confidence_arg) on top."""
-    return load_paired_config([f"confidence={args.confidence}"] if args.confidence is not None else [])
+    """conf/paired.yaml with `--confidence` and `--interval` (add_confidence_arg) on top."""
+    overrides = [f"confidence={args.confidence}"] if args.confidence is not None else []
+    if getattr(args, "interval", None):
+        overrides.append(f"method={args.interval}")
+    return load_paired_config(overrides)
 
 
 def add_confidence_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confidence", type=float, help="the intervals' coverage (default conf/paired.yaml)")
+    p.add_argument("--interval", choices=METHODS,
+                   help="bootstrap interval: percentile or bca (bias-corrected, accelerated; default conf/paired.yaml)")  # fmt: skip
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
