@@ -15,9 +15,10 @@ in the DAgger-only ablation, `use_dpo: false`); evaluate: the candidate on the h
 With `select_candidate: true`, evaluate_dagger also evaluates DAgger's checkpoint (under the phases
 eval_dagger / eval_takeover_dagger, so per-phase views never mix two checkpoints). The candidate is
 then the DPO checkpoint unless DAgger's beats it by the promotion rule itself; DPO can hurt in a
-given round (README, session 14), and this keeps such a round from costing the iteration. Both
-checkpoints are judged on the held-out routes, like every promotion: the selection is one more
-comparison on the same routes, and the before/after numbers carry that (small) selection bias.
+given round (docs/results/issue6_experiments.md, session 14), and this keeps such a round from
+costing the iteration. Both checkpoints are judged on the held-out routes, like every promotion:
+the selection is one more comparison on the same routes, and the before/after numbers carry that
+(small) selection bias.
 
 With `counterfactuals: true`, the counterfactual step replays every takeover of the candidate's
 evaluation (and of the incumbent's, when its verdicts are not stored yet) with that takeover refused

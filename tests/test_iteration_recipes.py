@@ -29,7 +29,7 @@ def test_every_shipped_recipe_loads_with_valid_training_overrides(name: str):
 
 
 def test_the_keyframe_recipe_is_the_measured_one():
-    # given the keyframe recipe (README, session 11: kf-ba3)
+    # given the keyframe recipe (docs/results/issue6_experiments.md, session 11: kf-ba3)
     config = load_iteration_config(recipe="keyframe")
     train = load_train_config(config.train_overrides)
     # then it sets keyframe focus, the 6 s window on both rounds and in the stored clips
