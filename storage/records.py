@@ -385,6 +385,11 @@ class CounterfactualRecord:
     events: tuple[Mapping[str, Any], ...] = ()  # every infraction in the window: kind, after_s
     config: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def counts_as_necessary(self) -> bool:
+        """Necessary, or diverged: a replay that never reached the trigger shows nothing otherwise."""
+        return self.necessary is not False
+
 
 @dataclass(frozen=True)
 class PreferencePairInfo:

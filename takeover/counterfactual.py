@@ -270,7 +270,7 @@ class Counterfactuals:
     replayed: int  # verdicts computed now (the rest were stored)
 
     def is_necessary(self, takeover: TakeoverInfo) -> bool:
-        return self.records[takeover.id].necessary is not False  # a diverged replay counts as necessary
+        return self.records[takeover.id].counts_as_necessary
 
     def necessary_by_episode(self) -> dict[int, int]:
         counts = Counter(t.episode_id for t in self.takeovers if self.is_necessary(t))

@@ -146,8 +146,8 @@ class Step(StrEnum):
 STEP_NAMES = frozenset(s.value for s in Step)
 BOOTSTRAP_STEPS = (Step.COLLECT_DEMOS, Step.BC, Step.EVALUATE, Step.COUNTERFACTUAL, Step.PROMOTE)
 ITERATION_STEPS = (
-    Step.COLLECT_TAKEOVERS, Step.COLLECT_COUNTERFACTUAL, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER, Step.EVALUATE, Step.COUNTERFACTUAL,
-    Step.PROMOTE,
+    Step.COLLECT_TAKEOVERS, Step.COLLECT_COUNTERFACTUAL, Step.DAGGER, Step.DPO, Step.EVALUATE_DAGGER,
+    Step.EVALUATE, Step.COUNTERFACTUAL, Step.PROMOTE,
 )  # fmt: skip
 EVAL_STEPS = (Step.EVALUATE, Step.EVALUATE_DAGGER)
 # evaluate_dagger stores its episodes under the evaluation phases + this suffix (eval_dagger, ...)
@@ -285,23 +285,17 @@ def validate_iteration_config(config: IterationConfig, where: str = "iterate") -
             f"{where}.promotion.max_necessary_rise needs the necessary disengagements it compares: set "
             f"{where}.counterfactuals=true, or max_necessary_rise=null"
         )
-    if config.collect_counterfactuals and config.backend != EMBEDDED:
+    for flag in ("collect_counterfactuals", "counterfactuals"):
+        if getattr(config, flag) and config.backend != EMBEDDED:
+            raise LoopError(
+                f"{where}.{flag} needs the embedded backend (a CARLA server cannot replay an episode tick "
+                f"for tick); set {flag}=false for backend carla"
+            )
+    if config.counterfactuals and not config.eval.with_takeovers:
         raise LoopError(
-            f"{where}.collect_counterfactuals needs the embedded backend (a CARLA server cannot replay an "
-            "episode tick for tick); set collect_counterfactuals=false for backend carla"
+            f"{where}.counterfactuals replays the evaluation's takeovers: set {where}.eval.with_takeovers=true"
         )
-    if config.collect_counterfactuals:
-        _counterfactual_config(config, where)
-    if config.counterfactuals:
-        if config.backend != EMBEDDED:
-            raise LoopError(
-                f"{where}.counterfactuals needs the embedded backend (a CARLA server cannot replay an "
-                "episode tick for tick); set counterfactuals=false for backend carla"
-            )
-        if not config.eval.with_takeovers:
-            raise LoopError(
-                f"{where}.counterfactuals replays the evaluation's takeovers: set {where}.eval.with_takeovers=true"
-            )
+    if config.counterfactuals or config.collect_counterfactuals:
         _counterfactual_config(config, where)
 
 
@@ -1197,7 +1191,7 @@ def _collect_counterfactual_step(
         _counterfactual_config(config), overrides=config.collect_overrides, maps_dirs=config.maps,
         progress=ctx.progress, what=f"{ctx.run}:{iteration} collection",
     )  # fmt: skip
-    necessary = sum(1 for r in records.values() if r.necessary is not False)
+    necessary = sum(1 for r in records.values() if r.counts_as_necessary)
     diverged = sum(1 for r in records.values() if r.outcome == DIVERGED)
     km = sum(e.distance_m for e in episodes) / M_PER_KM
     metrics = {

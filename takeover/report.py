@@ -123,14 +123,15 @@ def iteration_table(loop: LoopResult, title: str | None = None) -> Table:
     rows = iteration_rows(loop)
     necessary = _has_necessary(rows)
     judged = any(r.collected_necessary_per_km is not None for r in rows)
-    for column in ("iter", "candidate", "rollout TO/km", *(["rollout necessary/km"] if judged else []), "DS", "RC %", "IP", "SR %", "dis/km",
-                   *(["necessary/km"] if necessary else []), "expert %", "promoted", "incumbent DS",
-                   "incumbent dis/km", "why"):  # fmt: skip
+    for column in ("iter", "candidate", "rollout TO/km", *(["rollout necessary/km"] if judged else []),
+                   "DS", "RC %", "IP", "SR %", "dis/km", *(["necessary/km"] if necessary else []), "expert %",
+                   "promoted", "incumbent DS", "incumbent dis/km", "why"):  # fmt: skip
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(
             str(row.iteration), row.candidate, fmt(row.collected_takeovers_per_km, ".2f"),
-            *([fmt(row.collected_necessary_per_km, ".2f")] if judged else []), fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
+            *([fmt(row.collected_necessary_per_km, ".2f")] if judged else []),
+            fmt(row.driving_score), fmt(row.route_completion), fmt(row.infraction_penalty, ".3f"),
             _pct(row.success_rate), fmt(row.disengagements_per_km, ".2f"),
             *([fmt(row.necessary_per_km, ".2f")] if necessary else []),
             _pct(row.expert_share), "yes" if row.promoted else "no",

@@ -53,7 +53,7 @@ def verdict_factors(
     if not weights:
         return dict.fromkeys(ids, 1.0)
     stored = store.list_counterfactuals(ids, _digest(overrides))
-    necessary = {r.takeover_id: r.necessary is not False for r in stored}
+    necessary = {r.takeover_id: r.counts_as_necessary for r in stored}
     verdict = {i: UNJUDGED if i not in necessary else NECESSARY if necessary[i] else FALSE_ALARM for i in ids}
     return {i: float(weights.get(v, 1.0)) for i, v in verdict.items()}
 
