@@ -1020,8 +1020,12 @@ class Store:
             stmt = self._insert(TrainingRound).values(
                 natural_key=record.natural_key(), created_at=utcnow(), **values
             )
+            # A round started again (a resumed iteration) restarts its clock; a record without a start
+            # (resolving a failure) keeps the stored one.
+            started_at = func.coalesce(stmt.excluded.started_at, TrainingRound.started_at)
             stmt = stmt.on_conflict_do_update(
-                index_elements=["natural_key"], set_={name: getattr(stmt.excluded, name) for name in mutable}
+                index_elements=["natural_key"],
+                set_={"started_at": started_at, **{name: getattr(stmt.excluded, name) for name in mutable}},
             )
             session.execute(stmt)
             round_id = int(

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,13 @@ import numpy as np
 import pytest
 from postgres import *  # noqa: F403  (fixtures: db_url, store, clip_root, ...)
 from postgres import count_rows, fast_config, make_episode
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
 from storage.clip_store import ClipStore
 from storage.errors import EpisodeConflictError, RecordError, StorageError
+from storage.models import TrainingRound
 from storage.records import (
     CheckpointRecord,
     ClipRecord,
@@ -361,6 +363,28 @@ def test_training_round_upserts_status_metrics_and_curves(store: Store) -> None:
         curve = conn.execute(text("SELECT step, value FROM training_metrics ORDER BY step")).all()
     assert status == "completed" and output == 2
     assert [tuple(p) for p in curve] == [(1, 0.8), (2, 0.3)]
+
+
+def _dagger_1(status: str, started_at: datetime | None, finished_at: datetime | None) -> TrainingRoundRecord:
+    return TrainingRoundRecord(
+        "run-a", "dagger", "dagger-1", 1, SHA_A, None, status, started_at=started_at, finished_at=finished_at
+    )
+
+
+def test_a_restarted_round_keeps_the_start_of_its_last_attempt(store: Store) -> None:
+    # Given a round that started, died with its process and was started again by a resumed iteration
+    store.record_checkpoint(CheckpointRecord(path="a.pt", sha256=SHA_A))
+    first, second = datetime(2026, 1, 1, 10, 0, tzinfo=UTC), datetime(2026, 1, 1, 11, 0, tzinfo=UTC)
+    done = second + timedelta(minutes=12)
+    store.record_training_round(_dagger_1("running", first, None))
+    store.record_training_round(_dagger_1("running", second, None))
+    store.record_training_round(_dagger_1("completed", second, done))
+    # When a later record carries no start (as a resolved failure row does)
+    store.record_training_round(_dagger_1("completed", None, done))
+    # Then the row's duration is the last attempt's, not the time since the first one
+    with Session(store.engine) as session:
+        start, end = session.execute(select(TrainingRound.started_at, TrainingRound.finished_at)).one()
+    assert [t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end)] == [second, done]
 
 
 def test_checkpoint_hash_is_computed_from_the_file(store: Store, tmp_path: Path) -> None:
