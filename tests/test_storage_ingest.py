@@ -29,7 +29,7 @@ from storage.records import (
     RouteRecord,
     TrainingRoundRecord,
 )
-from storage.store import Store
+from storage.store import Store, _as_utc
 
 EPISODE_TABLES = ("episodes", "takeovers", "clips", "frames")
 CHILD_READY_TIMEOUT_S = 30.0
@@ -384,7 +384,7 @@ def test_a_restarted_round_keeps_the_start_of_its_last_attempt(store: Store) -> 
     # Then the row's duration is the last attempt's, not the time since the first one
     with Session(store.engine) as session:
         start, end = session.execute(select(TrainingRound.started_at, TrainingRound.finished_at)).one()
-    assert [t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end)] == [second, done]
+    assert [_as_utc(start), _as_utc(end)] == [second, done]
 
 
 def test_checkpoint_hash_is_computed_from_the_file(store: Store, tmp_path: Path) -> None:
