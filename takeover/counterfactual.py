@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,6 +232,28 @@ def replay_takeover(
 
 
 @dataclass(frozen=True)
+class VerdictTally:
+    """How a set of counterfactual verdicts came out."""
+
+    verdicts: int
+    necessary: int  # diverged ones included
+    diverged: int
+    outcomes: dict[str, int]  # every verdict by outcome (an infraction kind, clear, standing, diverged)
+
+    @property
+    def false_alarms(self) -> int:
+        return self.verdicts - self.necessary
+
+
+def tally_verdicts(records: Iterable[CounterfactualRecord]) -> VerdictTally:
+    """Count verdicts: the one rule by which evaluations and collections tell necessary from false alarms."""
+    found = list(records)
+    outcomes = Counter(r.outcome for r in found)
+    necessary = sum(1 for r in found if r.counts_as_necessary)
+    return VerdictTally(len(found), necessary, outcomes[DIVERGED], dict(outcomes.most_common()))
+
+
+@dataclass(frozen=True)
 class ReasonCount:
     reason: str
     takeovers: int
@@ -282,16 +304,14 @@ class Counterfactuals:
 
     @property
     def diverged(self) -> int:
-        return sum(1 for r in self.records.values() if r.outcome == DIVERGED)
+        return tally_verdicts(self.records.values()).diverged
 
     def by_reason(self) -> list[ReasonCount]:
         rows = []
         for reason in sorted({t.reason for t in self.takeovers}):
             mine = [t for t in self.takeovers if t.reason == reason]
-            rows.append(ReasonCount(
-                reason, len(mine), sum(1 for t in mine if self.is_necessary(t)),
-                sum(1 for t in mine if self.records[t.id].outcome == DIVERGED),
-            ))  # fmt: skip
+            tally = tally_verdicts(self.records[t.id] for t in mine)
+            rows.append(ReasonCount(reason, len(mine), tally.necessary, tally.diverged))
         return rows
 
     def by_scenario(self) -> list[ScenarioCount]:
@@ -314,7 +334,7 @@ class Counterfactuals:
         return ReasonCount("all", len(self.takeovers), self.necessary, self.diverged)
 
     def outcomes(self) -> dict[str, int]:
-        return dict(Counter(r.outcome for r in self.records.values()).most_common())
+        return tally_verdicts(self.records.values()).outcomes
 
     @property
     def distance_km(self) -> float:

@@ -68,13 +68,13 @@ from storage.records import CheckpointRecord, TrainingRoundRecord
 from takeover.bc import train_bc
 from takeover.collect import route_set_name
 from takeover.counterfactual import (
-    DIVERGED,
     CounterfactualConfig,
     Counterfactuals,
     analyse_evaluation,
     judge_episodes,
     load_counterfactual_config,
     necessary_ratio,
+    tally_verdicts,
 )
 from takeover.dagger import dagger_round
 from takeover.datasets import DatasetError
@@ -1191,20 +1191,18 @@ def _collect_counterfactual_step(
         _counterfactual_config(config), overrides=config.collect_overrides, maps_dirs=config.maps,
         progress=ctx.progress, what=f"{ctx.run}:{iteration} collection",
     )  # fmt: skip
-    necessary = sum(1 for r in records.values() if r.counts_as_necessary)
-    diverged = sum(1 for r in records.values() if r.outcome == DIVERGED)
+    tally = tally_verdicts(records.values())
     km = sum(e.distance_m for e in episodes) / M_PER_KM
     metrics = {
         "takeovers": float(len(takeovers)),
-        "necessary": float(necessary),
-        "false_alarms": float(len(records) - necessary),
-        "diverged": float(diverged),
+        "necessary": float(tally.necessary),
+        "false_alarms": float(tally.false_alarms),
+        "diverged": float(tally.diverged),
         "replayed": float(replayed),
     }
     if km > 0:
-        metrics["necessary_per_km"] = necessary / km
-    outcomes = Counter(r.outcome for r in records.values())
-    return StepOutcome(COMPLETED, metrics, {"outcomes": dict(outcomes.most_common())})
+        metrics["necessary_per_km"] = tally.necessary / km
+    return StepOutcome(COMPLETED, metrics, {"outcomes": tally.outcomes})
 
 
 def collection_episodes(

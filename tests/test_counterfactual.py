@@ -44,6 +44,7 @@ from takeover.counterfactual import (
     judge_episodes,
     load_counterfactual_config,
     necessary_ratio,
+    tally_verdicts,
 )
 from takeover.episode import EpisodeConfig, EpisodeMode, run_episode
 from takeover.evaluate import EpisodeScore, EvalConfig, EvalResult, evaluate_checkpoint
@@ -149,6 +150,20 @@ def test_the_necessary_rate_ratio_is_paired_and_counts_diverged_replays_as_neces
     assert 0.0 <= ratio.low <= ratio.estimate <= ratio.high <= 0.5
     rows = {r.reason: r for r in before.by_reason()}
     assert rows["plan_deviation"].takeovers == 4 and rows["plan_deviation"].precision == pytest.approx(0.75)
+
+
+def test_a_tally_counts_diverged_replays_as_necessary_and_the_rest_by_outcome():
+    # given five verdicts: two collisions, a standing stop, a false alarm and a replay that diverged
+    verdicts = [("collision_vehicle", True), ("collision_vehicle", True), (STANDING, True), (CLEAR, False),
+                (DIVERGED, None)]  # fmt: skip
+    records = [CounterfactualRecord(i, "0" * 64, 8.0, o, n, None, 0.0) for i, (o, n) in enumerate(verdicts)]
+    # when they are tallied
+    tally = tally_verdicts(records)
+    # then the diverged one counts as necessary, the clear one is the only false alarm
+    assert (tally.verdicts, tally.necessary, tally.false_alarms, tally.diverged) == (5, 4, 1, 1)
+    assert tally.outcomes == {"collision_vehicle": 2, STANDING: 1, CLEAR: 1, DIVERGED: 1}
+    assert next(iter(tally.outcomes)) == "collision_vehicle"  # most common first
+    assert tally_verdicts([]) == cf.VerdictTally(0, 0, 0, {})
 
 
 def test_necessary_takeovers_are_broken_down_by_scenario_type():
